@@ -1,0 +1,29 @@
+# One entry point for a new machine: every target installs what it needs first.
+#   make test   run the tests (starts its own Prefect server, Azurite and gateway)
+#   make demo   run the whole pipeline locally (see README)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: install test clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed to install Azurite: install Node.js 18+ and npm"; exit 1; }
+	npm ci --no-audit --no-fund
+	@touch $@
+
+test: install
+	$(PY) -m pytest
+
+clean:
+	rm -rf .local .pytest_cache

@@ -1,0 +1,51 @@
+"""Read what reached a Prefect server, the way a test or the demo checks an outcome."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+
+# The server rejects a page size above 50 (422).
+PAGE_SIZE = 50
+
+
+def read_events(
+    api_url: str,
+    event_names: list[str] | None = None,
+    resource: dict[str, Any] | None = None,
+    since: datetime | None = None,
+    client: httpx.Client | None = None,
+) -> list[dict[str, Any]]:
+    """Every stored event matching the filter, oldest first, following the server's pages.
+
+    Args:
+        resource: an `EventResourceFilter`, e.g. `{"id": ["prefect.webhook.summary"]}`
+            or `{"labels": {"trackingId": ["T-1"]}}`.
+    """
+    since = since or datetime.now(timezone.utc) - timedelta(hours=1)
+    event_filter: dict[str, Any] = {
+        "occurred": {"since": since.isoformat(), "until": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()},
+        "order": "ASC",
+    }
+    if event_names:
+        event_filter["event"] = {"name": event_names}
+    if resource:
+        event_filter["resource"] = resource
+    own_client = client is None
+    client = client or httpx.Client(timeout=10)
+    try:
+        response = client.post(f"{api_url}/events/filter", json={"filter": event_filter, "limit": PAGE_SIZE})
+        response.raise_for_status()
+        page = response.json()
+        events = list(page["events"])
+        while page.get("next_page"):
+            response = client.get(page["next_page"])
+            response.raise_for_status()
+            page = response.json()
+            events.extend(page["events"])
+        return events
+    finally:
+        if own_client:
+            client.close()

@@ -1,0 +1,164 @@
+"""The local stack's services: a Prefect server on SQLite and Azurite, each a child process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from devstack.processes import ManagedProcess, ServiceError, ensure_port_free, free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Azurite's well-known development account (the same key `UseDevelopmentStorage=true` uses).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_answers(host: str, port: int) -> bool:
+    try:
+        httpx.get(f"http://{host}:{port}/", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+@dataclass
+class PrefectServer:
+    """`prefect server start` on SQLite, with its home and database under `data_dir`."""
+
+    data_dir: Path
+    log_dir: Path
+    port: int = 0
+    host: str = "127.0.0.1"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: ManagedProcess | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for a process that talks to this server (flows, gateway, tests)."""
+        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.data_dir / "client-home")}
+
+    def start(self, timeout: float = 60.0) -> PrefectServer:
+        if self.port:
+            ensure_port_free(self.port, "the Prefect server", self.host)
+        else:
+            self.port = free_port(self.host)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.data_dir),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.data_dir / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+            # Events reach the database in batches; a short interval lets readers see them sooner.
+            "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
+            **self.extra_env,
+        }
+        env.pop("PREFECT_API_URL", None)
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        self.process = ManagedProcess(
+            "prefect-server",
+            [prefect, "server", "start", "--host", self.host, "--port", str(self.port)],
+            self.log_dir / "prefect-server.log",
+            env=env,
+        ).start()
+        self.process.wait_healthy(lambda: _http_ok(f"{self.api_url}/health"), timeout)
+        return self
+
+    def restart(self, timeout: float = 60.0) -> PrefectServer:
+        """Stop and start again on the same port and database."""
+        self.stop()
+        return self.start(timeout)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+def azurite_connection_string(host: str, blob_port: int, queue_port: int) -> str:
+    """A full connection string for Azurite on non-default ports."""
+    return (
+        "DefaultEndpointsProtocol=http;"
+        f"AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{queue_port}/{AZURITE_ACCOUNT};"
+    )
+
+
+def azurite_executable() -> str:
+    """Azurite from the project's node_modules (installed by `make`), else from PATH."""
+    local = REPO_ROOT / "node_modules" / ".bin" / "azurite"
+    if local.exists():
+        return str(local)
+    found = shutil.which("azurite")
+    if found:
+        return found
+    raise ServiceError("Azurite is not installed: run `make install` (it runs `npm ci`).")
+
+
+@dataclass
+class Azurite:
+    """Azurite's blob and queue services, their data under `data_dir`."""
+
+    data_dir: Path
+    log_dir: Path
+    blob_port: int = 0
+    queue_port: int = 0
+    host: str = "127.0.0.1"
+    process: ManagedProcess | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return azurite_connection_string(self.host, self.blob_port, self.queue_port)
+
+    def start(self, timeout: float = 30.0) -> Azurite:
+        for attribute, what in (("blob_port", "Azurite's blob service"), ("queue_port", "Azurite's queue service")):
+            port = getattr(self, attribute)
+            if port:
+                ensure_port_free(port, what, self.host)
+            else:
+                setattr(self, attribute, free_port(self.host))
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = ManagedProcess(
+            "azurite",
+            [
+                azurite_executable(),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--location", str(self.data_dir),
+                "--blobHost", self.host, "--blobPort", str(self.blob_port),
+                "--queueHost", self.host, "--queuePort", str(self.queue_port),
+                "--tableHost", self.host, "--tablePort", str(free_port(self.host)),
+            ],
+            self.log_dir / "azurite.log",
+        ).start()
+        self.process.wait_healthy(
+            lambda: _port_answers(self.host, self.blob_port) and _port_answers(self.host, self.queue_port),
+            timeout,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()

@@ -1,0 +1,68 @@
+"""Real services for the tests: a Prefect server and Azurite, each started once per session.
+
+Tests that need a private server (one they restart or flood) use the factories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from devstack.services import Azurite, PrefectServer
+
+
+@pytest.fixture(scope="session")
+def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the services started by the tests write their logs."""
+    return tmp_path_factory.mktemp("service-logs")
+
+
+@pytest.fixture(scope="session")
+def start_prefect_server(
+    tmp_path_factory: pytest.TempPathFactory, service_logs: Path
+) -> Iterator[Callable[..., PrefectServer]]:
+    """Factory: a fresh Prefect server on SQLite; every server it started is stopped at the end."""
+    started: list[PrefectServer] = []
+
+    def start(**options) -> PrefectServer:
+        server = PrefectServer(tmp_path_factory.mktemp("prefect"), service_logs, **options)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(start_prefect_server: Callable[..., PrefectServer]) -> Iterator[PrefectServer]:
+    """The session's shared Prefect server; the Prefect SDK in this process points at it."""
+    server = start_prefect_server()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield server
+
+
+@pytest.fixture(scope="session")
+def start_azurite(
+    tmp_path_factory: pytest.TempPathFactory, service_logs: Path
+) -> Iterator[Callable[[], Azurite]]:
+    """Factory: a fresh Azurite with its own data; every one it started is stopped at the end."""
+    started: list[Azurite] = []
+
+    def start() -> Azurite:
+        azurite = Azurite(tmp_path_factory.mktemp("azurite"), service_logs)
+        started.append(azurite)
+        return azurite.start()
+
+    yield start
+    for azurite in started:
+        azurite.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(start_azurite: Callable[[], Azurite]) -> Azurite:
+    """The session's shared Azurite (blob and queue services)."""
+    return start_azurite()
