@@ -25,12 +25,16 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One app setting. `default` None means required; `read_at` says who reads it and when."""
+    """One app setting. `default` None means required.
+
+    `used_by`: "host" (the Functions host only), "bindings" (fixed when the host indexes
+    function_app.py) or "functions" (the functions' code).
+    """
 
     name: str
     default: str | None
     description: str
-    read_at: str = "invocation"  # "indexing": when function_app.py is imported; "host": the Functions host
+    used_by: str = "functions"
 
 
 def _webhook_settings(name: str, prefix: str, sender: str) -> tuple[Setting, ...]:
@@ -58,19 +62,19 @@ SETTINGS: tuple[Setting, ...] = (
         "STORAGE_CONNECTION", "AzureWebJobsStorage",
         "Name of the app setting (or identity-setting prefix) for the account holding the incoming "
         "container, the emit queue and the records queue.",
-        "indexing",
+        "bindings",
     ),
     Setting(
         "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan",
         "How the blob trigger learns of new blobs: `LogsAndContainerScan` (polling; `func start` with Azurite) "
         "or `EventGrid` (Flex Consumption; needs an Event Grid subscription to the blobs extension).",
-        "indexing",
+        "bindings",
     ),
-    Setting("INCOMING_CONTAINER", "incoming", "The container files arrive in; the blob trigger watches it.", "indexing"),
+    Setting("INCOMING_CONTAINER", "incoming", "The container files arrive in; the blob trigger watches it.", "bindings"),
     Setting(
         "EMIT_QUEUE", "emit-work",
         "Queue of work items from the blob trigger to the emitter; failing items end in `<name>-poison`.",
-        "indexing",
+        "bindings",
     ),
     Setting("RECORDS_QUEUE", "records", "The queue the emitter sends record envelopes to (docs/records-queue.md)."),
     Setting("TRACKING_ID_METADATA_KEY", "trackingId", "Blob metadata key holding the file's trackingId (any case)."),
@@ -81,7 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_ATTEMPTS", "5", "Attempts per webhook call before the function fails and the host retries it."),
     Setting(
         "WEBHOOK_BACKOFF_SECONDS", "1",
-        "Wait after the first failed attempt; doubles per attempt up to 30 s. A longer `Retry-After` wins.",
+        "Wait after the first failed attempt; doubles per attempt up to 30 s. A `Retry-After` up to 30 s is "
+        "honoured; a longer one fails the call at once so the host retries it later.",
     ),
     Setting("SEND_CONCURRENCY", "16", "Envelopes in flight to the records queue at once."),
     Setting(

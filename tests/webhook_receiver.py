@@ -49,7 +49,9 @@ class WebhookReceiver:
 
     def start(self) -> WebhookReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
-        threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhook-receiver", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
