@@ -29,7 +29,9 @@ app = func.FunctionApp()
     connection=settings.storage_connection,
     source=func.BlobSource(settings.blob_trigger_source),
 )
-@app.queue_output(arg_name="work_item", queue_name=settings.emit_queue, connection=settings.storage_connection)
+@app.queue_output(
+    arg_name="work_item", queue_name=settings.emit_queue, connection=settings.storage_connection
+)
 def announce_file(incoming: blob.BlobClient, work_item: func.Out[str]) -> None:
     """A file landed: announce it and queue its emission. The SDK-type binding reads no content."""
     work_item.set(announcer.announce(incoming, settings))

@@ -44,9 +44,13 @@ class Output(func.Out[T], Generic[T]):
 def blob_client_binding(connection: str, container: str, name: str) -> blob_bindings.BlobClient:
     """The `BlobClient` a blob trigger typed `blob.BlobClient` receives: made from model binding data."""
     content = json.dumps({"Connection": connection, "ContainerName": container, "BlobName": name})
-    model = SimpleNamespace(version="1.0", source="AzureStorageBlobs", content_type="application/json", content=content)
+    model = SimpleNamespace(
+        version="1.0", source="AzureStorageBlobs", content_type="application/json", content=content
+    )
     datum = Datum(type="model_binding_data", value=model)
-    return blob_bindings.BlobClientConverter.decode(datum, trigger_metadata={}, pytype=blob_bindings.BlobClient)
+    return blob_bindings.BlobClientConverter.decode(
+        datum, trigger_metadata={}, pytype=blob_bindings.BlobClient
+    )
 
 
 def queue_message_binding(message: QueueMessage) -> func.QueueMessage:
@@ -99,8 +103,10 @@ class FunctionHost:
     def queue(self, connection: str, name: str) -> QueueClient:
         """A queue client that reads and writes base64 messages, as the host's queue extension does."""
         client = QueueClient.from_connection_string(
-            self.environ[connection], name,
-            message_encode_policy=TextBase64EncodePolicy(), message_decode_policy=BinaryBase64DecodePolicy(),
+            self.environ[connection],
+            name,
+            message_encode_policy=TextBase64EncodePolicy(),
+            message_decode_policy=BinaryBase64DecodePolicy(),
         )
         try:
             client.create_queue()
@@ -131,7 +137,9 @@ class FunctionHost:
         function = self.functions[function_name]
         trigger = function.trigger
         queue = self.queue(trigger["connection"], trigger["queueName"])
-        message = next(iter(queue.receive_messages(max_messages=1, visibility_timeout=self.visibility_timeout)), None)
+        message = next(
+            iter(queue.receive_messages(max_messages=1, visibility_timeout=self.visibility_timeout)), None
+        )
         if message is None:
             return False
         try:

@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", type=Path, default=REPO_ROOT / "webhooks.env")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "local.settings.json")
-    parser.add_argument("--sample", action="store_true", help="write local.settings.json.sample, ignoring --env-file")
+    parser.add_argument(
+        "--sample", action="store_true", help="write local.settings.json.sample, ignoring --env-file"
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing local.settings.json")
     args = parser.parse_args(argv)
     if args.sample:
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.env_file.exists():
         overrides = read_env_file(args.env_file)
     else:
-        print(f"{args.env_file} not found: using the local gateway's URLs ({GATEWAY_URL}/...).", file=sys.stderr)
+        print(
+            f"{args.env_file} not found: using the local gateway's URLs ({GATEWAY_URL}/...).", file=sys.stderr
+        )
         overrides = {}
     if args.output.exists() and not args.sample and not args.force:
         print(f"{args.output} exists; rerun with --force to replace it.", file=sys.stderr)

@@ -101,7 +101,9 @@ class WebhookSender:
             for attempt in range(1, self.retry.attempts + 1):
                 retry_after = None
                 try:
-                    response = client.post(webhook.url, content=content, headers=self._headers(webhook, key, content))
+                    response = client.post(
+                        webhook.url, content=content, headers=self._headers(webhook, key, content)
+                    )
                 except httpx.TransportError as error:
                     failure = f"{type(error).__name__}: {error}"
                 else:
@@ -123,7 +125,11 @@ class WebhookSender:
                     break
                 logger.warning(
                     "%s webhook attempt %d/%d failed (%s); retrying in %.2g s",
-                    webhook.name, attempt, self.retry.attempts, failure, wait,
+                    webhook.name,
+                    attempt,
+                    self.retry.attempts,
+                    failure,
+                    wait,
                 )
                 time.sleep(wait)
         raise DeliveryError(

@@ -46,7 +46,7 @@ class Emission:
     seconds: float
 
 
-def _chunks(blob: BlobClient, item: WorkItem) -> Iterator[bytes]:
+def blob_chunks(blob: BlobClient, item: WorkItem) -> Iterator[bytes]:
     """The named blob version's content, chunk by chunk, with a progress line every PROGRESS_BYTES."""
     read = 0
     try:
@@ -72,19 +72,26 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
     webhook = settings.webhook("summary")
     sender = sender or WebhookSender(settings.retry, settings.webhook_timeout)
     account = StorageAccount(settings.storage_connection)
-    queue = RecordsQueue(account.queue(settings.records_queue, settings.send_concurrency), settings.send_concurrency)
+    queue = RecordsQueue(
+        account.queue(settings.records_queue, settings.send_concurrency), settings.send_concurrency
+    )
     queue.ensure_exists()
-    packer = EnvelopePacker(item.tracking_id, item.blob_name, item.etag, header_lines=int(settings.first_line_is_header))
+    packer = EnvelopePacker(
+        item.tracking_id, item.blob_name, item.etag, header_lines=int(settings.first_line_is_header)
+    )
     splitter = RecordSplitter(settings.first_line_is_header, MAX_ENVELOPE_BYTES)
     blob = account.blob(item.container, item.blob_name)
     try:
-        queue.send_all(packer.pack(splitter.split(_chunks(blob, item))))
+        queue.send_all(packer.pack(splitter.split(blob_chunks(blob, item))))
     except BlobSuperseded as superseded:
         logger.warning(
             "%s changed or was deleted since its work item was queued (eTag %s; %s). Nothing more is sent "
             "for that version: %d envelope(s) went out without a final envelope, so consumers discard them. "
             "A newer version is announced and emitted by its own trigger.",
-            item.path, item.etag, superseded, packer.envelopes,
+            item.path,
+            item.etag,
+            superseded,
+            packer.envelopes,
         )
         return None
     except RecordError as error:
@@ -98,6 +105,11 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
     emission = Emission(item, packer.records, packer.envelopes, time.monotonic() - started)
     logger.info(
         "%s: %d records in %d envelopes to queue %s in %.1f s; Summary posted for trackingId %s",
-        item.path, emission.records, emission.envelopes, settings.records_queue, emission.seconds, item.tracking_id,
+        item.path,
+        emission.records,
+        emission.envelopes,
+        settings.records_queue,
+        emission.seconds,
+        item.tracking_id,
     )
     return emission

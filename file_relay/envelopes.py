@@ -24,14 +24,21 @@ class EnvelopePacker:
     """Packs batches of records into as few envelopes as fit, numbered by `seq` from 1."""
 
     def __init__(
-        self, tracking_id: str, file_name: str, etag: str, limit: int = MAX_ENVELOPE_BYTES, header_lines: int = 0
+        self,
+        tracking_id: str,
+        file_name: str,
+        etag: str,
+        limit: int = MAX_ENVELOPE_BYTES,
+        header_lines: int = 0,
     ) -> None:
         self.header_lines = header_lines  # so errors can name a record's line in the file
         self.identity = {"trackingId": tracking_id, "fileName": file_name, "eTag": etag}
         self._prefix = json.dumps(self.identity, separators=(",", ":"))[:-1] + ',"seq":'
         self._budget = limit - len(self._prefix) - _SEQ_DIGITS - len(',"records":[]}')
         if self._budget < 2:
-            raise RecordError(f"trackingId and file name leave no room for records in a {limit}-byte envelope")
+            raise RecordError(
+                f"trackingId and file name leave no room for records in a {limit}-byte envelope"
+            )
         self.records = 0
         self.envelopes = 0
 
@@ -50,8 +57,8 @@ class EnvelopePacker:
                 if stop == start:
                     number = self.records + 1
                     raise RecordError(
-                        f"record {number} (line {number + self.header_lines}) is {len(encoded[start])} bytes as "
-                        f"JSON; an envelope holds at most {self._budget} bytes of records"
+                        f"record {number} (line {number + self.header_lines}) is {len(encoded[start])} "
+                        f"bytes as JSON; an envelope holds at most {self._budget} bytes of records"
                     )
                 if stop == len(encoded):
                     break
@@ -63,7 +70,12 @@ class EnvelopePacker:
 
     def final(self) -> str:
         """The envelope that closes the file: how many records and envelopes were sent."""
-        final = {**self.identity, "final": True, "totalRecordsSent": self.records, "envelopes": self.envelopes}
+        final = {
+            **self.identity,
+            "final": True,
+            "totalRecordsSent": self.records,
+            "envelopes": self.envelopes,
+        }
         return json.dumps(final, separators=(",", ":"))
 
     def _envelope(self, encoded: list[str]) -> str:

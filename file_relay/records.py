@@ -32,13 +32,15 @@ class RecordSplitter:
         for chunk in chunks:
             data = carry + chunk if carry else chunk
             end = data.rfind(b"\n")
-            carry = data[end + 1:]
+            carry = data[end + 1 :]
             if len(carry) > self.max_line_bytes:
                 line = self.lines + data.count(b"\n", 0, end + 1) + 1
-                raise RecordError(f"line {line} is longer than {self.max_line_bytes} bytes, more than a queue message holds")
+                raise RecordError(
+                    f"line {line} is longer than {self.max_line_bytes} bytes, more than a queue message holds"
+                )
             if end < 0:
                 continue
-            lines = self._decode(data[:end + 1]).split("\n")
+            lines = self._decode(data[: end + 1]).split("\n")
             lines.pop()  # the empty string after the last line break
             if batch := self._records(lines):
                 yield batch

@@ -49,4 +49,3 @@ class RecordsQueue:
         if failures:
             raise failures[0]
         return sent
-

@@ -39,10 +39,15 @@ class Setting:
 
 def _webhook_settings(name: str, prefix: str, sender: str) -> tuple[Setting, ...]:
     return (
-        Setting(f"{prefix}_WEBHOOK_URL", None, f"The `{name}` webhook {sender} posts to (Prefect Cloud or the gateway)."),
+        Setting(
+            f"{prefix}_WEBHOOK_URL",
+            None,
+            f"The `{name}` webhook {sender} posts to (Prefect Cloud or the gateway).",
+        ),
         Setting(f"{prefix}_WEBHOOK_TOKEN", "", f"Optional bearer token for the `{name}` webhook."),
         Setting(
-            f"{prefix}_WEBHOOK_SECRET", "",
+            f"{prefix}_WEBHOOK_SECRET",
+            "",
             f"Optional Standard Webhooks secret (`whsec_<base64>`); when set, `{name}` requests are signed.",
         ),
     )
@@ -53,44 +58,67 @@ WEBHOOKS = {"azure-storage": "AZURE_STORAGE", "summary": "SUMMARY"}
 SETTINGS: tuple[Setting, ...] = (
     Setting("FUNCTIONS_WORKER_RUNTIME", "python", "The language worker the Functions host starts.", "host"),
     Setting(
-        "AzureWebJobsStorage", None,
+        "AzureWebJobsStorage",
+        None,
         "The host's storage (leases, blob receipts, poison queues) and the default storage connection. "
-        "Locally `UseDevelopmentStorage=true` (Azurite); with a managed identity `AzureWebJobsStorage__accountName`.",
+        "Locally `UseDevelopmentStorage=true` (Azurite); with a managed identity "
+        "`AzureWebJobsStorage__accountName`.",
         "host",
     ),
     Setting(
-        "STORAGE_CONNECTION", "AzureWebJobsStorage",
+        "STORAGE_CONNECTION",
+        "AzureWebJobsStorage",
         "Name of the app setting (or identity-setting prefix) for the account holding the incoming "
         "container, the emit queue and the records queue.",
         "bindings",
     ),
     Setting(
-        "BLOB_TRIGGER_SOURCE", "LogsAndContainerScan",
-        "How the blob trigger learns of new blobs: `LogsAndContainerScan` (polling; `func start` with Azurite) "
-        "or `EventGrid` (Flex Consumption; needs an Event Grid subscription to the blobs extension).",
+        "BLOB_TRIGGER_SOURCE",
+        "LogsAndContainerScan",
+        "How the blob trigger learns of new blobs: `LogsAndContainerScan` (polling; `func start` with "
+        "Azurite) or `EventGrid` (Flex Consumption; needs an Event Grid subscription to the blobs "
+        "extension).",
         "bindings",
     ),
-    Setting("INCOMING_CONTAINER", "incoming", "The container files arrive in; the blob trigger watches it.", "bindings"),
     Setting(
-        "EMIT_QUEUE", "emit-work",
+        "INCOMING_CONTAINER",
+        "incoming",
+        "The container files arrive in; the blob trigger watches it.",
+        "bindings",
+    ),
+    Setting(
+        "EMIT_QUEUE",
+        "emit-work",
         "Queue of work items from the blob trigger to the emitter; failing items end in `<name>-poison`.",
         "bindings",
     ),
-    Setting("RECORDS_QUEUE", "records", "The queue the emitter sends record envelopes to (docs/records-queue.md)."),
-    Setting("TRACKING_ID_METADATA_KEY", "trackingId", "Blob metadata key holding the file's trackingId (any case)."),
+    Setting(
+        "RECORDS_QUEUE", "records", "The queue the emitter sends record envelopes to (docs/records-queue.md)."
+    ),
+    Setting(
+        "TRACKING_ID_METADATA_KEY",
+        "trackingId",
+        "Blob metadata key holding the file's trackingId (any case).",
+    ),
     Setting("FIRST_LINE_IS_HEADER", "false", "`true` when each file's first line is a header, not a record."),
     *_webhook_settings("azure-storage", "AZURE_STORAGE", "the blob trigger"),
     *_webhook_settings("summary", "SUMMARY", "the emitter"),
     Setting("WEBHOOK_TIMEOUT_SECONDS", "10", "Timeout of one webhook request (connect, write, read)."),
-    Setting("WEBHOOK_ATTEMPTS", "5", "Attempts per webhook call before the function fails and the host retries it."),
     Setting(
-        "WEBHOOK_BACKOFF_SECONDS", "1",
+        "WEBHOOK_ATTEMPTS",
+        "5",
+        "Attempts per webhook call before the function fails and the host retries it.",
+    ),
+    Setting(
+        "WEBHOOK_BACKOFF_SECONDS",
+        "1",
         "Wait after the first failed attempt; doubles per attempt up to 30 s. A `Retry-After` up to 30 s is "
         "honoured; a longer one fails the call at once so the host retries it later.",
     ),
     Setting("SEND_CONCURRENCY", "16", "Envelopes in flight to the records queue at once."),
     Setting(
-        "STORAGE_ACCOUNT_RESOURCE_ID", "",
+        "STORAGE_ACCOUNT_RESOURCE_ID",
+        "",
         "The storage account's ARM id, sent as the Event Grid `topic`; empty: built from the account name.",
     ),
 )
@@ -166,7 +194,9 @@ class _Environment:
             return None
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
             raise SettingsError(f"{prefix}_WEBHOOK_URL is {url!r}; set it to an http(s) URL.")
-        return Webhook(name, prefix, url, self.text(f"{prefix}_WEBHOOK_TOKEN"), self._secret(f"{prefix}_WEBHOOK_SECRET"))
+        return Webhook(
+            name, prefix, url, self.text(f"{prefix}_WEBHOOK_TOKEN"), self._secret(f"{prefix}_WEBHOOK_SECRET")
+        )
 
     def _secret(self, name: str) -> bytes:
         value = self.text(name)
@@ -177,7 +207,9 @@ class _Environment:
         except (binascii.Error, ValueError):
             key = b""
         if not key:
-            raise SettingsError(f"{name} is not a Standard Webhooks secret; set it to `whsec_` + base64 of the key.")
+            raise SettingsError(
+                f"{name} is not a Standard Webhooks secret; set it to `whsec_` + base64 of the key."
+            )
         return key
 
 

@@ -31,9 +31,9 @@ class StorageAccount:
         self.connection_string = self.environ.get(connection, "").strip()
         if not self.connection_string and not self._identity_endpoint("blob"):
             raise SettingsError(
-                f"the storage connection {connection!r} is not set: set the app setting {connection} to a "
-                f"connection string (locally `UseDevelopmentStorage=true`), or {connection}__accountName for a "
-                f"managed identity. STORAGE_CONNECTION names which setting to use."
+                f"the storage connection {connection!r} is not set: set the app setting {connection} to "
+                f"a connection string (locally `UseDevelopmentStorage=true`), or {connection}__accountName "
+                f"for a managed identity. STORAGE_CONNECTION names which setting to use."
             )
 
     def blob(self, container: str, name: str) -> BlobClient:
@@ -42,7 +42,9 @@ class StorageAccount:
         if self.connection_string:
             service = BlobServiceClient.from_connection_string(self.connection_string, **options)
         else:
-            service = BlobServiceClient(self._identity_endpoint("blob"), credential=self._credential(), **options)
+            service = BlobServiceClient(
+                self._identity_endpoint("blob"), credential=self._credential(), **options
+            )
         return service.get_blob_client(container, name)
 
     def queue(self, name: str, concurrency: int = 1) -> QueueClient:

@@ -49,7 +49,13 @@ class WorkItem:
         for name, kind in _FIELDS.items():
             value = fields.get(name)
             if not isinstance(value, kind) or isinstance(value, bool) or value in ("", None):
-                raise WorkItemError(f"the emit queue message has no valid {name!r} ({kind.__name__}): {body[:200]!r}")
+                raise WorkItemError(
+                    f"the emit queue message has no valid {name!r} ({kind.__name__}): {body[:200]!r}"
+                )
         return cls(
-            fields["container"], fields["blobName"], fields["eTag"], fields["trackingId"], fields["contentLength"]
+            fields["container"],
+            fields["blobName"],
+            fields["eTag"],
+            fields["trackingId"],
+            fields["contentLength"],
         )

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient
+from webhook_receiver import WebhookReceiver
 
 from devstack.function_host import FunctionHost
 from devstack.services import Azurite
 from file_relay.settings import SETTINGS
-from webhook_receiver import WebhookReceiver
 
 CONNECTION = "RELAY_STORAGE"
 
@@ -40,13 +40,20 @@ class Relay:
     records: QueueClient
 
     def upload(
-        self, name: str, data: bytes, tracking_id: str | None = None, content_type: str = "text/csv", **metadata: str
+        self,
+        name: str,
+        data: bytes,
+        tracking_id: str | None = None,
+        content_type: str = "text/csv",
+        **metadata: str,
     ) -> BlobProperties:
         """Upload a blob (with `trackingId` metadata unless None) and return its properties."""
         if tracking_id is not None:
             metadata = {"trackingId": tracking_id, **metadata}
         blob = self.container.get_blob_client(name)
-        blob.upload_blob(data, overwrite=True, metadata=metadata, content_settings=ContentSettings(content_type))
+        blob.upload_blob(
+            data, overwrite=True, metadata=metadata, content_settings=ContentSettings(content_type)
+        )
         return blob.get_blob_properties()
 
     def announce(self, name: str) -> dict[str, Any]:

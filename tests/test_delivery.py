@@ -7,20 +7,20 @@ import json
 from email.utils import formatdate
 
 import pytest
+from webhook_receiver import WebhookReceiver
 
 from devstack.processes import free_port
-from file_relay.delivery import DeliveryError, RetryPolicy, Webhook, WebhookSender, _retry_after, idempotency_key
-from webhook_receiver import WebhookReceiver
+from file_relay.delivery import (
+    DeliveryError,
+    RetryPolicy,
+    Webhook,
+    WebhookSender,
+    _retry_after,
+    idempotency_key,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"a shared key of some length").decode()
 FAST = RetryPolicy(attempts=4, backoff=0.01, max_delay=1.0)
-
-
-@pytest.fixture
-def receiver():
-    receiver = WebhookReceiver(token="", secret="").start()
-    yield receiver
-    receiver.stop()
 
 
 def webhook(url: str, token: str = "", secret: str = "") -> Webhook:
@@ -71,7 +71,9 @@ def test_retry_after_longer_than_the_cap_fails_at_once_so_the_host_retries_later
 def test_a_refusal_other_than_429_is_not_retried_and_names_the_settings_to_check(receiver):
     receiver.fail_next(1, 404)
 
-    with pytest.raises(DeliveryError, match=r"refused the request: HTTP 404.*SUMMARY_WEBHOOK_TOKEN / SUMMARY_WEBHOOK_SECRET"):
+    with pytest.raises(
+        DeliveryError, match=r"refused the request: HTTP 404.*SUMMARY_WEBHOOK_TOKEN / SUMMARY_WEBHOOK_SECRET"
+    ):
         WebhookSender(FAST, timeout=5).post(webhook(receiver.url("/s")), {}, "K-3")
 
     assert len(receiver.to("/s")) == 1

@@ -22,8 +22,10 @@ def packed(records: list[list[str]], limit: int = MAX_ENVELOPE_BYTES) -> tuple[E
 def test_envelopes_hold_every_record_once_in_order_and_fit_the_limit():
     rng = random.Random(7)
     alphabet = 'abc,"\\\t/é€😀 '
-    batches = [["".join(rng.choices(alphabet, k=rng.randrange(0, 900))) for _ in range(rng.randrange(0, 400))]
-               for _ in range(30)]
+    batches = [
+        ["".join(rng.choices(alphabet, k=rng.randrange(0, 900))) for _ in range(rng.randrange(0, 400))]
+        for _ in range(30)
+    ]
 
     packer, envelopes = packed(batches)
 
@@ -32,7 +34,7 @@ def test_envelopes_hold_every_record_once_in_order_and_fit_the_limit():
     assert [e["seq"] for e in parsed] == list(range(1, len(parsed) + 1))
     assert all(len(envelope.encode()) <= MAX_ENVELOPE_BYTES and envelope.isascii() for envelope in envelopes)
     # Greedy: an envelope closes only when the next record would not fit (10 bytes are kept for `seq`).
-    for envelope, following in zip(parsed, parsed[1:]):
+    for envelope, following in zip(parsed, parsed[1:], strict=False):
         used = len(json.dumps(envelope, separators=(",", ":"))) - len(str(envelope["seq"]))
         assert used + 1 + len(json.dumps(following["records"][0])) > MAX_ENVELOPE_BYTES - 10
     assert (packer.records, packer.envelopes) == (sum(map(len, batches)), len(envelopes))
@@ -42,14 +44,20 @@ def test_the_final_envelope_counts_records_and_envelopes():
     packer, _ = packed([["a", "b"], ["c"]])
 
     assert json.loads(packer.final()) == {
-        "trackingId": "T-1", "fileName": "dir/file.csv", "eTag": "0x8DC", "final": True,
-        "totalRecordsSent": 3, "envelopes": 1,
+        "trackingId": "T-1",
+        "fileName": "dir/file.csv",
+        "eTag": "0x8DC",
+        "final": True,
+        "totalRecordsSent": 3,
+        "envelopes": 1,
     }
 
 
 def test_the_envelope_limit_is_the_queue_limit_azurite_enforces(azurite):
     queue = QueueClient.from_connection_string(
-        azurite.connection_string, f"limit-{uuid.uuid4().hex[:8]}", message_encode_policy=TextBase64EncodePolicy()
+        azurite.connection_string,
+        f"limit-{uuid.uuid4().hex[:8]}",
+        message_encode_policy=TextBase64EncodePolicy(),
     )
     queue.create_queue()
 
@@ -62,7 +70,9 @@ def test_the_envelope_limit_is_the_queue_limit_azurite_enforces(azurite):
 
 def test_a_full_envelope_is_accepted_by_the_queue(azurite):
     queue = QueueClient.from_connection_string(
-        azurite.connection_string, f"full-{uuid.uuid4().hex[:8]}", message_encode_policy=TextBase64EncodePolicy()
+        azurite.connection_string,
+        f"full-{uuid.uuid4().hex[:8]}",
+        message_encode_policy=TextBase64EncodePolicy(),
     )
     queue.create_queue()
     _, envelopes = packed([["\u00e9" * 7_000] * 4 + ["x" * 50] * 10_000])

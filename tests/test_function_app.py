@@ -1,4 +1,4 @@
-"""The two functions function_app.py registers, run as the host runs them, on Azurite, against a real receiver."""
+"""The functions function_app.py registers, run as the host runs them: on Azurite, with a real receiver."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import uuid
 
 import jinja2
 import pytest
+from relay_fixtures import CONNECTION
 
 from devstack.processes import free_port
 from file_relay.announcer import MissingTrackingId
@@ -17,20 +18,21 @@ from file_relay.emitter import EmissionError
 from file_relay.envelopes import MAX_MESSAGE_BYTES
 from file_relay.settings import SettingsError
 from file_relay.work_item import WorkItemError
-from relay_fixtures import CONNECTION, receiver, start_relay  # noqa: F401  (fixtures)
 
 BLOB_CREATED = "/hooks/azure-storage"
 SUMMARY = "/hooks/summary"
 
 # The original Prefect Cloud example's azure-storage template: our delivery must render through it.
-AZURE_STORAGE_TEMPLATE = """{ "event": "{{body[0].eventType}}", "payload": { "topic": "{{body[0].topic}}",
-"subject": "{{body[0].subject}}", "eventType": "{{body[0].eventType}}", "eventTime": "{{body[0].eventTime}}",
-"id": "{{body[0].id}}", "data": { "api": "{{body[0].data.api}}", "clientRequestId": "{{body[0].data.clientRequestId}}",
-"requestId": "{{body[0].data.requestId}}", "eTag": "{{body[0].data.eTag}}", "contentType": "{{body[0].data.contentType}}",
-"contentLength": "{{body[0].data.contentLength}}", "blobType": "{{body[0].data.blobType}}", "url": "{{body[0].data.url}}",
-"sequencer": "{{body[0].data.sequencer}}", "storageDiagnostics": { "batchId": "{{body[0].data.storageDiagnostics.batchId}}" } },
-"dataVersion": "", "metadataVersion": "1" }, "resource": { "prefect.resource.id": "{{ body[0].data.url }}",
-"url": "{{body[0].data.url}}" } }"""
+AZURE_STORAGE_TEMPLATE = """{ "event": "{{body[0].eventType}}", "payload": {
+"topic": "{{body[0].topic}}", "subject": "{{body[0].subject}}", "eventType": "{{body[0].eventType}}",
+"eventTime": "{{body[0].eventTime}}", "id": "{{body[0].id}}", "data": { "api": "{{body[0].data.api}}",
+"clientRequestId": "{{body[0].data.clientRequestId}}", "requestId": "{{body[0].data.requestId}}",
+"eTag": "{{body[0].data.eTag}}", "contentType": "{{body[0].data.contentType}}",
+"contentLength": "{{body[0].data.contentLength}}", "blobType": "{{body[0].data.blobType}}",
+"url": "{{body[0].data.url}}", "sequencer": "{{body[0].data.sequencer}}",
+"storageDiagnostics": { "batchId": "{{body[0].data.storageDiagnostics.batchId}}" } },
+"dataVersion": "", "metadataVersion": "1" },
+"resource": { "prefect.resource.id": "{{ body[0].data.url }}", "url": "{{body[0].data.url}}" } }"""
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -58,16 +60,36 @@ def test_announcement_posts_the_exact_event_grid_blob_created_delivery(start_rel
 
     [request] = receiver.to(BLOB_CREATED)
     [event] = request.json()
-    assert set(event) == {"topic", "subject", "eventType", "eventTime", "id", "data", "dataVersion", "metadataVersion"}
+    assert set(event) == {
+        "topic",
+        "subject",
+        "eventType",
+        "eventTime",
+        "id",
+        "data",
+        "dataVersion",
+        "metadataVersion",
+    }
     assert event["topic"] == "/providers/Microsoft.Storage/storageAccounts/devstoreaccount1"
-    assert event["subject"] == f"/blobServices/default/containers/{relay.container.container_name}/blobs/daily/ledger.csv"
+    assert (
+        event["subject"]
+        == f"/blobServices/default/containers/{relay.container.container_name}/blobs/daily/ledger.csv"
+    )
     assert event["eventType"] == "Microsoft.Storage.BlobCreated"
     assert event["eventTime"] == properties.last_modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert UUID.match(event["id"])
     assert (event["dataVersion"], event["metadataVersion"]) == ("", "1")
     assert set(event["data"]) == {
-        "api", "clientRequestId", "requestId", "eTag", "contentType", "contentLength", "blobType", "url",
-        "sequencer", "storageDiagnostics",
+        "api",
+        "clientRequestId",
+        "requestId",
+        "eTag",
+        "contentType",
+        "contentLength",
+        "blobType",
+        "url",
+        "sequencer",
+        "storageDiagnostics",
     }
     assert event["data"]["api"] == "PutBlob"
     assert event["data"]["eTag"] == etag
@@ -83,8 +105,11 @@ def test_announcement_posts_the_exact_event_grid_blob_created_delivery(start_rel
 
     work_item = json.loads(outputs["work_item"])
     assert work_item == {
-        "container": relay.container.container_name, "blobName": "daily/ledger.csv", "eTag": etag,
-        "trackingId": "T-1", "contentLength": len(data),
+        "container": relay.container.container_name,
+        "blobName": "daily/ledger.csv",
+        "eTag": etag,
+        "trackingId": "T-1",
+        "contentLength": len(data),
     }
     assert [json.loads(item) for item in relay.work_items()] == [work_item]
 
@@ -98,7 +123,10 @@ def test_the_delivery_renders_through_the_original_azure_storage_template(start_
     rendered = json.loads(jinja2.Environment().from_string(AZURE_STORAGE_TEMPLATE).render(body=body))
 
     assert rendered["event"] == "Microsoft.Storage.BlobCreated"
-    assert rendered["resource"] == {"prefect.resource.id": body[0]["data"]["url"], "url": body[0]["data"]["url"]}
+    assert rendered["resource"] == {
+        "prefect.resource.id": body[0]["data"]["url"],
+        "url": body[0]["data"]["url"],
+    }
     assert rendered["payload"]["data"]["contentLength"] == "2"
 
 
@@ -122,15 +150,21 @@ def test_every_record_reaches_the_queue_once_in_order_in_envelopes_under_the_lim
     assert all((e["trackingId"], e["fileName"], e["eTag"]) == (trace, "big.csv", etag) for e in envelopes)
     [final] = [e for e in envelopes if e.get("final")]
     assert final == {
-        "trackingId": trace, "fileName": "big.csv", "eTag": etag, "final": True,
-        "totalRecordsSent": len(lines), "envelopes": len(records),
+        "trackingId": trace,
+        "fileName": "big.csv",
+        "eTag": etag,
+        "final": True,
+        "totalRecordsSent": len(lines),
+        "envelopes": len(records),
     }
     [summary] = receiver.events(SUMMARY)
     assert summary.json() == {"totalRecordsSent": len(lines), "trackingId": trace, "fileName": "big.csv"}
     assert summary.headers["idempotency-key"].startswith(f"{etag}:summary:")
 
 
-@pytest.mark.parametrize(("header_setting", "expected"), [("true", ["1,a", "2,b"]), ("false", ["id,name", "1,a", "2,b"])])
+@pytest.mark.parametrize(
+    ("header_setting", "expected"), [("true", ["1,a", "2,b"]), ("false", ["id,name", "1,a", "2,b"])]
+)
 def test_a_header_line_is_a_record_only_when_first_line_is_header_is_false(
     start_relay, receiver, header_setting, expected
 ):
@@ -173,14 +207,22 @@ def test_an_empty_file_sends_no_records_but_a_final_envelope_and_a_summary_of_ze
 
     [final] = relay.envelopes()
     assert (final["final"], final["totalRecordsSent"], final["envelopes"]) == (True, 0, 0)
-    assert receiver.events(SUMMARY)[0].json() == {"totalRecordsSent": 0, "trackingId": trace, "fileName": "empty.csv"}
+    assert receiver.events(SUMMARY)[0].json() == {
+        "totalRecordsSent": 0,
+        "trackingId": trace,
+        "fileName": "empty.csv",
+    }
 
 
-def test_a_blob_without_tracking_id_is_announced_then_fails_naming_the_blob_and_the_metadata(start_relay, receiver):
+def test_a_blob_without_tracking_id_is_announced_then_fails_naming_the_blob_and_the_metadata(
+    start_relay, receiver
+):
     relay = start_relay()
     relay.upload("orphan.csv", b"1\n", tracking_id=None, owner="mainframe")
 
-    with pytest.raises(MissingTrackingId, match=rf"blob {relay.container.container_name}/orphan.csv has no 'trackingId'"):
+    with pytest.raises(
+        MissingTrackingId, match=rf"blob {relay.container.container_name}/orphan.csv has no 'trackingId'"
+    ):
         relay.announce("orphan.csv")
 
     assert len(receiver.events(BLOB_CREATED)) == 1
@@ -219,7 +261,9 @@ def test_a_webhook_down_for_good_makes_the_function_raise_and_queues_nothing(sta
     relay.upload("unlucky.csv", b"1\n", tracking_id=tracking_id())
     receiver.fail_next(3, 503)
 
-    with pytest.raises(DeliveryError, match=r"azure-storage webhook .*AZURE_STORAGE_WEBHOOK_URL.* after 3 attempt"):
+    with pytest.raises(
+        DeliveryError, match=r"azure-storage webhook .*AZURE_STORAGE_WEBHOOK_URL.* after 3 attempt"
+    ):
         relay.announce("unlucky.csv")
 
     assert len(receiver.to(BLOB_CREATED)) == 3
@@ -227,11 +271,15 @@ def test_a_webhook_down_for_good_makes_the_function_raise_and_queues_nothing(sta
 
 
 def test_a_summary_webhook_nobody_listens_on_fails_the_emitter_and_keeps_the_work_item(start_relay):
-    relay = start_relay(SUMMARY_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/hooks/summary", WEBHOOK_ATTEMPTS="2")
+    relay = start_relay(
+        SUMMARY_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}/hooks/summary", WEBHOOK_ATTEMPTS="2"
+    )
     relay.upload("lonely.csv", b"1\n", tracking_id=tracking_id())
     relay.announce("lonely.csv")
 
-    with pytest.raises(DeliveryError, match=r"summary webhook .*SUMMARY_WEBHOOK_URL.* after 2 attempt.*ConnectError"):
+    with pytest.raises(
+        DeliveryError, match=r"summary webhook .*SUMMARY_WEBHOOK_URL.* after 2 attempt.*ConnectError"
+    ):
         relay.emit()
 
     assert len(relay.work_items()) == 1
@@ -249,7 +297,9 @@ def test_the_blob_trigger_run_twice_for_one_blob_version_posts_the_same_request(
     assert len(receiver.events(BLOB_CREATED)) == 1
 
 
-def test_a_repeated_emission_repeats_envelopes_with_the_same_etag_and_seq_and_one_summary(start_relay, receiver):
+def test_a_repeated_emission_repeats_envelopes_with_the_same_etag_and_seq_and_one_summary(
+    start_relay, receiver
+):
     relay = start_relay()
     relay.upload("again.csv", b"".join(b"%d\n" % n for n in range(20000)), tracking_id=tracking_id())
     work_item = relay.announce("again.csv")["work_item"]
@@ -265,7 +315,9 @@ def test_a_repeated_emission_repeats_envelopes_with_the_same_etag_and_seq_and_on
     assert len(receiver.events(SUMMARY)) == 1
 
 
-def test_a_blob_overwritten_after_its_work_item_was_queued_is_not_emitted_as_the_old_version(start_relay, receiver):
+def test_a_blob_overwritten_after_its_work_item_was_queued_is_not_emitted_as_the_old_version(
+    start_relay, receiver
+):
     relay = start_relay()
     relay.upload("moving.csv", b"old\n", tracking_id=tracking_id())
     relay.announce("moving.csv")
@@ -280,12 +332,16 @@ def test_a_blob_overwritten_after_its_work_item_was_queued_is_not_emitted_as_the
     assert sent_records(relay.envelopes()) == ["new", "newer"]
 
 
-def test_a_record_too_large_for_one_message_fails_the_emission_naming_the_blob_and_record(start_relay, receiver):
+def test_a_record_too_large_for_one_message_fails_the_emission_naming_the_blob_and_record(
+    start_relay, receiver
+):
     relay = start_relay()
     relay.upload("wide.csv", b"ok\n" + b"x" * 60_000 + b"\n", tracking_id=tracking_id())
     relay.announce("wide.csv")
 
-    with pytest.raises(EmissionError, match=r"wide.csv .*record 2 \(line 2\) is 60002 bytes as JSON.*Fix the file"):
+    with pytest.raises(
+        EmissionError, match=r"wide.csv .*record 2 \(line 2\) is 60002 bytes as JSON.*Fix the file"
+    ):
         relay.emit()
 
     assert receiver.to(SUMMARY) == []
@@ -308,5 +364,7 @@ def test_a_missing_webhook_url_fails_the_first_invocation_naming_the_setting(sta
     relay = start_relay(AZURE_STORAGE_WEBHOOK_URL="")
     relay.upload("early.csv", b"1\n", tracking_id=tracking_id())
 
-    with pytest.raises(SettingsError, match="AZURE_STORAGE_WEBHOOK_URL is not set: set it to the `azure-storage`"):
+    with pytest.raises(
+        SettingsError, match="AZURE_STORAGE_WEBHOOK_URL is not set: set it to the `azure-storage`"
+    ):
         relay.announce("early.csv")

@@ -1,4 +1,4 @@
-"""function_app.py indexes as the Functions host indexes it: its bindings, and the language worker's checks."""
+"""function_app.py indexes as the Functions host indexes it: its bindings and the language worker's checks."""
 
 from __future__ import annotations
 
@@ -24,14 +24,30 @@ needs_indexer = pytest.mark.skipif(
 
 DEFAULT_BINDINGS = {
     "announce_file": [
-        {"direction": "OUT", "type": "queue", "name": "work_item", "queueName": "emit-work",
-         "connection": "AzureWebJobsStorage"},
-        {"direction": "IN", "type": "blobTrigger", "name": "incoming", "path": "incoming/{name}",
-         "connection": "AzureWebJobsStorage", "source": "LogsAndContainerScan"},
+        {
+            "direction": "OUT",
+            "type": "queue",
+            "name": "work_item",
+            "queueName": "emit-work",
+            "connection": "AzureWebJobsStorage",
+        },
+        {
+            "direction": "IN",
+            "type": "blobTrigger",
+            "name": "incoming",
+            "path": "incoming/{name}",
+            "connection": "AzureWebJobsStorage",
+            "source": "LogsAndContainerScan",
+        },
     ],
     "emit_records": [
-        {"direction": "IN", "type": "queueTrigger", "name": "message", "queueName": "emit-work",
-         "connection": "AzureWebJobsStorage"},
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "message",
+            "queueName": "emit-work",
+            "connection": "AzureWebJobsStorage",
+        },
     ],
 }
 
@@ -48,13 +64,21 @@ def indexed_app(monkeypatch: pytest.MonkeyPatch, **settings: str) -> dict[str, d
 
 def worker_env() -> dict[str, str]:
     names = {setting.name for setting in SETTINGS}
-    return {name: value for name, value in os.environ.items() if name not in names and not name.startswith("PYTHON")}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in names and not name.startswith("PYTHON")
+    }
 
 
 def run_worker_indexer(app_dir: Path) -> subprocess.CompletedProcess[str]:
     script = REPO / "tests" / "worker_index.py"
     return subprocess.run(
-        [str(INDEXER), str(script), str(app_dir)], capture_output=True, text=True, env=worker_env(), timeout=120
+        [str(INDEXER), str(script), str(app_dir)],
+        capture_output=True,
+        text=True,
+        env=worker_env(),
+        timeout=120,
     )
 
 
@@ -67,12 +91,19 @@ def test_the_app_registers_two_functions_with_these_bindings_by_default(monkeypa
 
 def test_binding_settings_set_the_trigger_path_queue_connection_and_source(monkeypatch):
     functions = indexed_app(
-        monkeypatch, INCOMING_CONTAINER="landing", EMIT_QUEUE="to-emit", STORAGE_CONNECTION="FILES",
+        monkeypatch,
+        INCOMING_CONTAINER="landing",
+        EMIT_QUEUE="to-emit",
+        STORAGE_CONNECTION="FILES",
         BLOB_TRIGGER_SOURCE="EventGrid",
     )
 
     output, trigger = functions["announce_file"]["bindings"]
-    assert (trigger["path"], trigger["connection"], trigger["source"]) == ("landing/{name}", "FILES", "EventGrid")
+    assert (trigger["path"], trigger["connection"], trigger["source"]) == (
+        "landing/{name}",
+        "FILES",
+        "EventGrid",
+    )
     assert (output["queueName"], output["connection"]) == ("to-emit", "FILES")
     [queue_trigger] = functions["emit_records"]["bindings"]
     assert (queue_trigger["queueName"], queue_trigger["connection"]) == ("to-emit", "FILES")

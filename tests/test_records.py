@@ -8,7 +8,7 @@ from file_relay.records import RecordError, RecordSplitter
 
 
 def split(data: bytes, header: bool = False, chunk: int = 4, max_line: int = 1000) -> list[str]:
-    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
     return [record for batch in RecordSplitter(header, max_line).split(chunks) for record in batch]
 
 

@@ -17,13 +17,19 @@ NAMES = [setting.name for setting in SETTINGS]
 
 def readme_settings_table() -> dict[str, str]:
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("<!-- section: function-app -->"):readme.index("<!-- /section: function-app -->")]
+    section = readme[
+        readme.index("<!-- section: function-app -->") : readme.index("<!-- /section: function-app -->")
+    ]
     return dict(re.findall(r"^\| `([A-Za-z_]+)` \| ([^|]+?) \|", section, flags=re.MULTILINE))
 
 
 def test_the_readme_table_lists_every_setting_once_with_its_default():
     documented = {
-        setting.name: "required" if setting.default is None else f"`{setting.default}`" if setting.default else "(empty)"
+        setting.name: "required"
+        if setting.default is None
+        else f"`{setting.default}`"
+        if setting.default
+        else "(empty)"
         for setting in SETTINGS
     }
     assert readme_settings_table() == documented
@@ -62,7 +68,9 @@ def test_every_setting_the_code_reads_is_in_the_list(monkeypatch):
     original = _Environment.text
     monkeypatch.setattr(_Environment, "text", lambda self, name: read.append(name) or original(self, name))
 
-    load_settings({"AZURE_STORAGE_WEBHOOK_URL": "http://127.0.0.1:1/a", "SUMMARY_WEBHOOK_URL": "http://127.0.0.1:1/s"})
+    load_settings(
+        {"AZURE_STORAGE_WEBHOOK_URL": "http://127.0.0.1:1/a", "SUMMARY_WEBHOOK_URL": "http://127.0.0.1:1/s"}
+    )
 
     host_only = {s.name for s in SETTINGS if s.used_by == "host"}
     assert set(read) == set(NAMES) - host_only
@@ -71,7 +79,11 @@ def test_every_setting_the_code_reads_is_in_the_list(monkeypatch):
 def test_defaults_apply_when_settings_are_absent_or_empty():
     settings = load_settings({"RECORDS_QUEUE": "  ", "FIRST_LINE_IS_HEADER": "TRUE"})
 
-    assert (settings.incoming_container, settings.emit_queue, settings.records_queue) == ("incoming", "emit-work", "records")
+    assert (settings.incoming_container, settings.emit_queue, settings.records_queue) == (
+        "incoming",
+        "emit-work",
+        "records",
+    )
     assert settings.storage_connection == "AzureWebJobsStorage"
     assert settings.first_line_is_header is True
     assert (settings.retry.attempts, settings.retry.backoff, settings.send_concurrency) == (5, 1.0, 16)
@@ -83,9 +95,21 @@ def test_defaults_apply_when_settings_are_absent_or_empty():
         ("WEBHOOK_ATTEMPTS", "many", "WEBHOOK_ATTEMPTS is 'many'; set it to a whole number of at least 1"),
         ("SEND_CONCURRENCY", "0", "SEND_CONCURRENCY is '0'; set it to a whole number of at least 1"),
         ("FIRST_LINE_IS_HEADER", "maybe", "FIRST_LINE_IS_HEADER is 'maybe'; set it to true or false"),
-        ("BLOB_TRIGGER_SOURCE", "Polling", "BLOB_TRIGGER_SOURCE is 'Polling'; set it to one of: LogsAndContainerScan, EventGrid"),
-        ("SUMMARY_WEBHOOK_URL", "ftp://x/y", "SUMMARY_WEBHOOK_URL is 'ftp://x/y'; set it to an http\\(s\\) URL"),
-        ("SUMMARY_WEBHOOK_SECRET", "whsec_not base64!", "SUMMARY_WEBHOOK_SECRET is not a Standard Webhooks secret"),
+        (
+            "BLOB_TRIGGER_SOURCE",
+            "Polling",
+            "BLOB_TRIGGER_SOURCE is 'Polling'; set it to one of: LogsAndContainerScan, EventGrid",
+        ),
+        (
+            "SUMMARY_WEBHOOK_URL",
+            "ftp://x/y",
+            "SUMMARY_WEBHOOK_URL is 'ftp://x/y'; set it to an http\\(s\\) URL",
+        ),
+        (
+            "SUMMARY_WEBHOOK_SECRET",
+            "whsec_not base64!",
+            "SUMMARY_WEBHOOK_SECRET is not a Standard Webhooks secret",
+        ),
     ],
 )
 def test_a_malformed_setting_is_named_with_what_to_set(name, value, message):
@@ -97,5 +121,7 @@ def test_a_missing_webhook_url_is_reported_only_where_it_is_needed():
     settings = load_settings({"AZURE_STORAGE_WEBHOOK_URL": "http://127.0.0.1:1/a"})
 
     assert settings.webhook("azure-storage").url == "http://127.0.0.1:1/a"
-    with pytest.raises(SettingsError, match=r"SUMMARY_WEBHOOK_URL is not set: .*webhooks provision.*hooks/summary"):
+    with pytest.raises(
+        SettingsError, match=r"SUMMARY_WEBHOOK_URL is not set: .*webhooks provision.*hooks/summary"
+    ):
         settings.webhook("summary")

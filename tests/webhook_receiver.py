@@ -50,7 +50,10 @@ class WebhookReceiver:
     def start(self) -> WebhookReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
         threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhook-receiver", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="webhook-receiver",
+            daemon=True,
         ).start()
         return self
 

@@ -49,7 +49,10 @@ def main(app_dir: str) -> None:
                 "name": function.name,
                 "raw_bindings": [json.loads(raw) for raw in function.raw_bindings],
                 "deferred_bindings": info.deferred_bindings_enabled,
-                "inputs": {name: t.pytype.__module__ + "." + t.pytype.__qualname__ for name, t in info.input_types.items()},
+                "inputs": {
+                    name: t.pytype.__module__ + "." + t.pytype.__qualname__
+                    for name, t in info.input_types.items()
+                },
                 "outputs": {name: repr(t.pytype) for name, t in info.output_types.items()},
             }
         )
