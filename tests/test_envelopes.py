@@ -8,10 +8,11 @@ import uuid
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient
 
 from file_relay.envelopes import MAX_ENVELOPE_BYTES, MAX_MESSAGE_BYTES, EnvelopePacker
 from file_relay.records import RecordError
+from file_relay.storage import StorageAccount
 
 
 def packed(records: list[list[str]], limit: int = MAX_ENVELOPE_BYTES) -> tuple[EnvelopePacker, list[str]]:
@@ -53,14 +54,17 @@ def test_the_final_envelope_counts_records_and_envelopes():
     }
 
 
-def test_the_envelope_limit_is_the_queue_limit_azurite_enforces(azurite):
-    queue = QueueClient.from_connection_string(
-        azurite.connection_string,
-        f"limit-{uuid.uuid4().hex[:8]}",
-        message_encode_policy=TextBase64EncodePolicy(),
+@pytest.fixture
+def queue(azurite) -> QueueClient:
+    """A fresh queue on Azurite, written through the emitter's own client (base64 messages)."""
+    queue = StorageAccount("TEST_STORAGE", {"TEST_STORAGE": azurite.connection_string}).queue(
+        f"envelopes-{uuid.uuid4().hex[:8]}"
     )
     queue.create_queue()
+    return queue
 
+
+def test_the_envelope_limit_is_the_queue_limit_azurite_enforces(queue):
     queue.send_message("x" * MAX_ENVELOPE_BYTES)
     with pytest.raises(HttpResponseError, match="request body is too large"):
         queue.send_message("x" * (MAX_ENVELOPE_BYTES + 1))
@@ -68,13 +72,7 @@ def test_the_envelope_limit_is_the_queue_limit_azurite_enforces(azurite):
     assert MAX_MESSAGE_BYTES == 4 * MAX_ENVELOPE_BYTES // 3
 
 
-def test_a_full_envelope_is_accepted_by_the_queue(azurite):
-    queue = QueueClient.from_connection_string(
-        azurite.connection_string,
-        f"full-{uuid.uuid4().hex[:8]}",
-        message_encode_policy=TextBase64EncodePolicy(),
-    )
-    queue.create_queue()
+def test_a_full_envelope_is_accepted_by_the_queue(queue):
     _, envelopes = packed([["\u00e9" * 7_000] * 4 + ["x" * 50] * 10_000])
 
     for envelope in envelopes:

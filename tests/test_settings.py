@@ -15,24 +15,22 @@ REPO = Path(__file__).resolve().parent.parent
 NAMES = [setting.name for setting in SETTINGS]
 
 
-def readme_settings_table() -> dict[str, str]:
+def readme_settings_table() -> list[tuple[str, ...]]:
     readme = (REPO / "README.md").read_text()
     section = readme[
         readme.index("<!-- section: function-app -->") : readme.index("<!-- /section: function-app -->")
     ]
-    return dict(re.findall(r"^\| `([A-Za-z_]+)` \| ([^|]+?) \|", section, flags=re.MULTILINE))
+    return re.findall(r"^\| `([A-Za-z_]+)` \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", section, flags=re.MULTILINE)
 
 
-def test_the_readme_table_lists_every_setting_once_with_its_default():
-    documented = {
-        setting.name: "required"
-        if setting.default is None
-        else f"`{setting.default}`"
-        if setting.default
-        else "(empty)"
-        for setting in SETTINGS
-    }
-    assert readme_settings_table() == documented
+def documented_default(setting) -> str:
+    return "required" if setting.default is None else f"`{setting.default}`" if setting.default else "(empty)"
+
+
+def test_the_readme_table_shows_every_setting_once_as_the_list_defines_it():
+    rows = [(s.name, documented_default(s), s.used_by, s.description) for s in SETTINGS]
+
+    assert readme_settings_table() == rows
 
 
 def test_the_committed_local_settings_sample_is_what_the_settings_list_generates():
