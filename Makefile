@@ -6,9 +6,25 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install test clean
+# The Python language worker for 3.13+ (azure-functions-runtime) indexes function_app.py in a test.
+# It needs Python 3.13, so its venv is built only where one is found; the test skips otherwise.
+PYTHON313 ?= $(shell for p in python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13); do \
+	$$p -c '' >/dev/null 2>&1 && { echo $$p; break; }; done)
+INDEXER_VENV := .venv-py313
 
-install: $(VENV)/.installed node_modules/.installed
+.PHONY: install indexer test clean
+
+install: $(VENV)/.installed node_modules/.installed indexer
+
+indexer:
+ifneq ($(PYTHON313),)
+	@$(MAKE) --no-print-directory $(INDEXER_VENV)/.installed
+endif
+
+$(INDEXER_VENV)/.installed: requirements.txt
+	$(PYTHON313) -m venv $(INDEXER_VENV)
+	$(INDEXER_VENV)/bin/python -m pip install --quiet -r requirements.txt azure-functions-runtime==1.3.0
+	@touch $@
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.11")'

@@ -13,6 +13,9 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from devstack.services import Azurite, PrefectServer
 
+# The Function App's fixtures (`receiver`, `start_relay`), defined beside its tests, for every test module.
+from relay_fixtures import receiver, start_relay  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:

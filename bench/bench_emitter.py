@@ -1,0 +1,246 @@
+"""Emitter throughput and memory on Azurite, beside a plain streamed download and the classic InputStream.
+
+    .venv/bin/python bench/bench_emitter.py                     # 100 MB and 1 GB (the issue's sizes)
+    .venv/bin/python bench/bench_emitter.py --sizes 20MB,100MB  # smaller, quicker
+
+Starts its own Azurite (data in a temporary directory, removed at the end), writes each blob once
+(CSV-like records of ~80 bytes, progress on stderr), then measures on the same blob, each in its
+own subprocess so that peak RSS belongs to one approach alone:
+
+  download      download_blob().chunks() in 4 MiB requests, bytes discarded: the limit
+  inputstream   the whole blob in memory, as func.InputStream holds it, then split into lines: the
+                common approach
+  emitter       file_relay.emitter.emit: stream, split, pack and send every envelope to a queue with
+                SEND_CONCURRENCY in flight, then the final envelope and the Summary (to a local 204 server)
+
+and the emitter's two halves, to show which one bounds it:
+
+  pipeline      the emitter without sending: stream, split, pack, base64-encode
+  queue         as many full-size envelopes as the emitter sends for this blob (at most 2,000), sent
+                to an Azurite queue with SEND_CONCURRENCY in flight; its bytes are the JSON carried
+
+Every approach uses the emitter's storage client (4 MiB requests). Prints one JSON object per
+measurement on stdout, then one per size comparing the emitter with the issue's targets: at least
+60% of the download's MB/s, and peak RSS under 150 MiB for 1 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import azure.functions as func  # noqa: E402
+from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
+from azure.storage.queue import QueueServiceClient  # noqa: E402
+
+from devstack.services import Azurite  # noqa: E402
+from file_relay.emitter import blob_chunks, emit  # noqa: E402
+from file_relay.envelopes import MAX_ENVELOPE_BYTES, EnvelopePacker  # noqa: E402
+from file_relay.records import RecordSplitter  # noqa: E402
+from file_relay.records_queue import RecordsQueue  # noqa: E402
+from file_relay.settings import load_settings  # noqa: E402
+from file_relay.storage import StorageAccount  # noqa: E402
+from file_relay.work_item import WorkItem  # noqa: E402
+
+CONTAINER = "bench"
+BLOCK_BYTES = 8 * 1024 * 1024
+QUEUE_SAMPLE = 2000
+
+
+def parse_size(text: str) -> int:
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
+        if text.upper().endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+def record_block(first: int, size: int) -> tuple[bytes, int]:
+    """CSV lines numbered from `first`, at most `size` bytes in all; and how many lines."""
+    lines, total, n = [], 0, first
+    while True:
+        amount = f"{n % 99991:08d}.{n % 100:02d}"
+        line = f'{n:010d},ACME CORPORATION,2024-01-31,{amount},EUR,"memo, {n % 7}",{"x" * (n % 30)}\n'
+        if total + len(line) > size:
+            return "".join(lines).encode(), n - first
+        lines.append(line)
+        total += len(line)
+        n += 1
+
+
+def write_blob(blob: BlobClient, size: int) -> None:
+    """Upload `size` bytes of records in 8 MiB blocks, with progress on stderr."""
+    blocks, written, records, started = [], 0, 0, time.monotonic()
+    while written < size:
+        data, count = record_block(records, min(BLOCK_BYTES, size - written))
+        if not data:
+            break
+        blocks.append(f"{len(blocks):08d}")
+        blob.stage_block(blocks[-1], data)
+        written, records = written + len(data), records + count
+        if len(blocks) % 16 == 0 or written >= size:
+            print(
+                f"  writing {blob.blob_name}: {written / size:5.1%} ({written >> 20} MiB, "
+                f"{time.monotonic() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    blob.commit_block_list(blocks)
+
+
+def work_item(blob: BlobClient) -> WorkItem:
+    properties = blob.get_blob_properties()
+    return WorkItem(CONTAINER, blob.blob_name, properties.etag.strip('"'), "BENCH", properties.size)
+
+
+def summary_receiver() -> ThreadingHTTPServer:
+    """A loopback server answering 204, for the emitter's Summary."""
+
+    class Accept(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def measure(approach: str, connection: str, blob_name: str) -> dict:
+    """Run one approach in this process; everything it needs is set up before the clock starts."""
+    blob = StorageAccount("BENCH", {"BENCH": connection}).blob(CONTAINER, blob_name)
+    item = work_item(blob)
+    os.environ.update(
+        BENCH_STORAGE=connection,
+        STORAGE_CONNECTION="BENCH_STORAGE",
+        RECORDS_QUEUE=f"bench-{uuid.uuid4().hex[:12]}",
+    )
+    if approach == "emitter":
+        os.environ["SUMMARY_WEBHOOK_URL"] = f"http://127.0.0.1:{summary_receiver().server_port}/summary"
+    settings = load_settings()
+    queue = RecordsQueue(
+        StorageAccount("BENCH", {"BENCH": connection}).queue(
+            settings.records_queue, settings.send_concurrency
+        ),
+        settings.send_concurrency,
+    )
+    queue.ensure_exists()
+    result = {"bytes": item.content_length, "records": None}
+
+    started = time.perf_counter()
+    if approach == "download":
+        for _ in blob.download_blob().chunks():
+            pass
+    elif approach == "inputstream":
+        data = blob.download_blob().readall()  # the host reads the whole blob and hands it over
+        text = func.blob.InputStream(data=data, name=blob_name, length=len(data)).read().decode()
+        del data
+        result["records"] = len(text.splitlines())
+        del text
+    elif approach == "emitter":
+        result["records"] = emit(item.to_json(), settings).records
+    elif approach == "pipeline":
+        packer = EnvelopePacker(item.tracking_id, item.blob_name, item.etag)
+        for envelope in packer.pack(RecordSplitter(False, MAX_ENVELOPE_BYTES).split(blob_chunks(blob, item))):
+            base64.b64encode(envelope.encode())
+        result["records"] = packer.records
+    elif approach == "queue":
+        count = min(QUEUE_SAMPLE, -(-item.content_length // MAX_ENVELOPE_BYTES))
+        envelope = "x" * MAX_ENVELOPE_BYTES
+        queue.send_all(envelope for _ in range(count))
+        result.update(bytes=count * MAX_ENVELOPE_BYTES, messages=count)
+    seconds = time.perf_counter() - started
+
+    result.update(seconds=round(seconds, 3), mb_per_s=round(result["bytes"] / seconds / 1e6, 1))
+    if result["records"]:
+        result["records_per_s"] = round(result["records"] / seconds)
+    if "messages" in result:
+        result["messages_per_s"] = round(result["messages"] / seconds)
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return {"approach": approach, "blob": blob_name, **result}
+
+
+APPROACHES = ("download", "inputstream", "emitter", "pipeline", "queue")
+
+
+def compare(name: str, results: dict[str, dict]) -> dict:
+    share = {
+        a: round(results[a]["mb_per_s"] / results["download"]["mb_per_s"], 2)
+        for a in ("emitter", "pipeline", "queue")
+    }
+    return {
+        "comparison": name,
+        "emitter_share_of_download_mb_per_s": share["emitter"],
+        "target_share": 0.6,
+        "pipeline_share": share["pipeline"],
+        "queue_share": share["queue"],
+        "bound_by": "queue" if share["queue"] < share["pipeline"] else "pipeline",
+        "emitter_peak_rss_mib": results["emitter"]["peak_rss_mib"],
+        "target_peak_rss_mib": 150,
+        "inputstream_peak_rss_mib": results["inputstream"]["peak_rss_mib"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100MB,1GB", help="comma-separated blob sizes (default 100MB,1GB)")
+    parser.add_argument("--child", choices=APPROACHES, help=argparse.SUPPRESS)
+    parser.add_argument("--connection", help=argparse.SUPPRESS)
+    parser.add_argument("--blob", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.connection, args.blob)), flush=True)
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="bench-azurite-") as data_dir:
+        azurite = Azurite(Path(data_dir) / "data", Path(data_dir) / "logs").start()
+        try:
+            service = BlobServiceClient.from_connection_string(azurite.connection_string)
+            queues = QueueServiceClient.from_connection_string(azurite.connection_string)
+            service.create_container(CONTAINER)
+            for text in args.sizes.split(","):
+                name = f"records-{text.strip()}.csv"
+                write_blob(service.get_blob_client(CONTAINER, name), parse_size(text.strip()))
+                results = {}
+                for approach in APPROACHES:
+                    print(f"  measuring {approach} on {name}", file=sys.stderr, flush=True)
+                    argv = [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        approach,
+                        "--connection",
+                        azurite.connection_string,
+                        "--blob",
+                        name,
+                    ]
+                    output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+                    print(output, end="", flush=True)
+                    results[approach] = json.loads(output)
+                    for queue in queues.list_queues(name_starts_with="bench-"):
+                        queues.delete_queue(queue.name)
+                print(json.dumps(compare(name, results)), flush=True)
+                service.get_blob_client(CONTAINER, name).delete_blob()
+        finally:
+            azurite.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The one list of app settings: parsed with clear errors, and the README and sample files agree with it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from devstack import local_settings
+from file_relay.settings import SETTINGS, SettingsError, _Environment, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+NAMES = [setting.name for setting in SETTINGS]
+
+
+def readme_settings_table() -> list[tuple[str, ...]]:
+    readme = (REPO / "README.md").read_text()
+    section = readme[
+        readme.index("<!-- section: function-app -->") : readme.index("<!-- /section: function-app -->")
+    ]
+    return re.findall(r"^\| `([A-Za-z_]+)` \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", section, flags=re.MULTILINE)
+
+
+def documented_default(setting) -> str:
+    return "required" if setting.default is None else f"`{setting.default}`" if setting.default else "(empty)"
+
+
+def test_the_readme_table_shows_every_setting_once_as_the_list_defines_it():
+    rows = [(s.name, documented_default(s), s.used_by, s.description) for s in SETTINGS]
+
+    assert readme_settings_table() == rows
+
+
+def test_the_committed_local_settings_sample_is_what_the_settings_list_generates():
+    sample = json.loads((REPO / "local.settings.json.sample").read_text())
+
+    assert sample == local_settings.local_settings()
+    assert list(sample["Values"]) == NAMES
+    assert sample["Values"]["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+
+
+def test_local_settings_take_the_function_apps_webhooks_from_webhooks_env(tmp_path):
+    env_file = tmp_path / "webhooks.env"
+    env_file.write_text(
+        "# written by python -m webhooks provision\n"
+        "MAINFRAME_WEBHOOK_URL=https://api.prefect.cloud/hooks/m\n"
+        "SUMMARY_WEBHOOK_URL='https://api.prefect.cloud/hooks/s'\n"
+        "SUMMARY_WEBHOOK_SECRET=whsec_c2VjcmV0\n"
+    )
+    output = tmp_path / "local.settings.json"
+
+    assert local_settings.main(["--env-file", str(env_file), "--output", str(output)]) == 0
+
+    values = json.loads(output.read_text())["Values"]
+    assert values["SUMMARY_WEBHOOK_URL"] == "https://api.prefect.cloud/hooks/s"
+    assert values["SUMMARY_WEBHOOK_SECRET"] == "whsec_c2VjcmV0"
+    assert values["AZURE_STORAGE_WEBHOOK_URL"] == "http://127.0.0.1:4280/hooks/azure-storage"
+    assert "MAINFRAME_WEBHOOK_URL" not in values
+    assert local_settings.main(["--env-file", str(env_file), "--output", str(output)]) == 1
+
+
+def test_every_setting_the_code_reads_is_in_the_list(monkeypatch):
+    read: list[str] = []
+    original = _Environment.text
+    monkeypatch.setattr(_Environment, "text", lambda self, name: read.append(name) or original(self, name))
+
+    load_settings(
+        {"AZURE_STORAGE_WEBHOOK_URL": "http://127.0.0.1:1/a", "SUMMARY_WEBHOOK_URL": "http://127.0.0.1:1/s"}
+    )
+
+    host_only = {s.name for s in SETTINGS if s.used_by == "host"}
+    assert set(read) == set(NAMES) - host_only
+
+
+def test_defaults_apply_when_settings_are_absent_or_empty():
+    settings = load_settings({"RECORDS_QUEUE": "  ", "FIRST_LINE_IS_HEADER": "TRUE"})
+
+    assert (settings.incoming_container, settings.emit_queue, settings.records_queue) == (
+        "incoming",
+        "emit-work",
+        "records",
+    )
+    assert settings.storage_connection == "AzureWebJobsStorage"
+    assert settings.first_line_is_header is True
+    assert (settings.retry.attempts, settings.retry.backoff, settings.send_concurrency) == (5, 1.0, 16)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("WEBHOOK_ATTEMPTS", "many", "WEBHOOK_ATTEMPTS is 'many'; set it to a whole number of at least 1"),
+        ("SEND_CONCURRENCY", "0", "SEND_CONCURRENCY is '0'; set it to a whole number of at least 1"),
+        ("FIRST_LINE_IS_HEADER", "maybe", "FIRST_LINE_IS_HEADER is 'maybe'; set it to true or false"),
+        (
+            "BLOB_TRIGGER_SOURCE",
+            "Polling",
+            "BLOB_TRIGGER_SOURCE is 'Polling'; set it to one of: LogsAndContainerScan, EventGrid",
+        ),
+        (
+            "SUMMARY_WEBHOOK_URL",
+            "ftp://x/y",
+            "SUMMARY_WEBHOOK_URL is 'ftp://x/y'; set it to an http\\(s\\) URL",
+        ),
+        (
+            "SUMMARY_WEBHOOK_SECRET",
+            "whsec_not base64!",
+            "SUMMARY_WEBHOOK_SECRET is not a Standard Webhooks secret",
+        ),
+    ],
+)
+def test_a_malformed_setting_is_named_with_what_to_set(name, value, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings({"SUMMARY_WEBHOOK_URL": "http://127.0.0.1:1/s", name: value})
+
+
+def test_a_missing_webhook_url_is_reported_only_where_it_is_needed():
+    settings = load_settings({"AZURE_STORAGE_WEBHOOK_URL": "http://127.0.0.1:1/a"})
+
+    assert settings.webhook("azure-storage").url == "http://127.0.0.1:1/a"
+    with pytest.raises(
+        SettingsError, match=r"SUMMARY_WEBHOOK_URL is not set: .*webhooks provision.*hooks/summary"
+    ):
+        settings.webhook("summary")
