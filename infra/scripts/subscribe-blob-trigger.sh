@@ -2,7 +2,7 @@
 # Subscribe the deployed blob trigger to the BlobCreated events of the incoming container
 # (infra/blob-subscription.bicep). azd runs this after every deploy (azure.yaml: postdeploy).
 # After `func azure functionapp publish`, run it yourself with the provisioning outputs exported:
-#   eval "$(azd env get-values)" && infra/scripts/subscribe-blob-trigger.sh
+#   set -a; eval "$(azd env get-values)"; set +a; infra/scripts/subscribe-blob-trigger.sh
 set -eu
 
 for name in AZURE_RESOURCE_GROUP AZURE_FUNCTION_APP_NAME AZURE_STORAGE_ACCOUNT_NAME \
