@@ -14,13 +14,13 @@ install: $(VENV)/.installed node_modules/.installed $(IAC_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.11")'
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
 $(IAC_VENV)/.installed: requirements-iac.txt
-	$(PYTHON) -m venv $(IAC_VENV)
+	test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV)
 	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
 	@touch $@
