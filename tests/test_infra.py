@@ -83,7 +83,12 @@ def deployed_settings() -> dict[str, object]:
 
 def code_settings() -> dict:
     """The settings file_relay reads, by name (file_relay/settings.py is the one list)."""
-    from file_relay.settings import SETTINGS
+    try:
+        from file_relay.settings import SETTINGS
+    except ImportError as error:
+        pytest.fail(
+            f"the Function App's settings list cannot be imported ({error}): file_relay/ is issue 3's part"
+        )
 
     return {setting.name: setting for setting in SETTINGS}
 
