@@ -5,6 +5,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# The IaC scanner's own venv: its pins clash with Prefect's (see requirements-iac.txt).
+IAC_VENV ?= .venv-iac
 
 # The Python language worker for 3.13+ (azure-functions-runtime) indexes function_app.py in a test.
 # It needs Python 3.13, so its venv is built only where one is found; the test skips otherwise.
@@ -14,7 +16,7 @@ INDEXER_VENV := .venv-py313
 
 .PHONY: install indexer test clean
 
-install: $(VENV)/.installed node_modules/.installed indexer
+install: $(VENV)/.installed node_modules/.installed $(IAC_VENV)/.installed indexer
 
 indexer:
 ifneq ($(PYTHON313),)
@@ -28,9 +30,15 @@ $(INDEXER_VENV)/.installed: requirements.txt
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.11")'
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(IAC_VENV)/.installed: requirements-iac.txt
+	test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -1,0 +1,38 @@
+// The Event Grid system topic of the storage account. Its subscription to the blob trigger is made
+// after the code is deployed (infra/blob-subscription.bicep), because only a running app has the
+// blobs_extension key and answers Event Grid's validation handshake.
+
+param name string
+param location string
+param tags object
+param storageAccountName string
+
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
+  name: name
+  location: location
+  tags: tags
+  // Shared keys are off, so the topic writes dead letters (blob-subscription.bicep) as itself.
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    source: storage.id
+    topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+resource deadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, topic.id, storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
+    principalId: topic.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output name string = topic.name
