@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from devstack.processes import ManagedProcess, ServiceError, ensure_port_free, free_port
+from devstack.processes import ManagedProcess, ServiceError, ensure_port_free, free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,5 +161,20 @@ class Azurite:
         return self
 
     def stop(self) -> None:
-        if self.process:
-            self.process.stop()
+        """Let Azurite save its data, then end it: once it has served requests, its process
+        lingers for minutes after its services report they closed."""
+        if not (self.process and self.process.running()):
+            return
+        log_start = self.process.log_path.stat().st_size
+        os.killpg(self.process.pid, signal.SIGINT)
+
+        def closed() -> bool:
+            with open(self.process.log_path, "rb") as log:
+                log.seek(log_start)
+                return log.read().count(b"successfully closed") >= 3 or not self.process.running()
+
+        try:
+            wait_until(closed, 10, "Azurite to close its services")
+        except ServiceError:
+            pass  # It gets killed below all the same; only unsaved metadata is at stake.
+        self.process.stop(timeout=5, sig=signal.SIGKILL)

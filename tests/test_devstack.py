@@ -45,3 +45,14 @@ def test_azurite_queue_round_trip(azurite):
     queue.create_queue()
     queue.send_message("hello")
     assert [m.content for m in queue.receive_messages()] == ["hello"]
+
+
+def test_azurite_keeps_its_queue_across_a_restart(start_azurite):
+    azurite = start_azurite()
+    QueueClient.from_connection_string(azurite.connection_string, "survives").create_queue()
+    QueueClient.from_connection_string(azurite.connection_string, "survives").send_message("kept")
+    azurite.stop()
+    assert not azurite.process.running()
+    azurite.start()
+    messages = QueueClient.from_connection_string(azurite.connection_string, "survives").receive_messages()
+    assert [m.content for m in messages] == ["kept"]
