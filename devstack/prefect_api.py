@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from devstack.processes import wait_until
+
 # The server rejects a page size above 50 (422).
 PAGE_SIZE = 50
 
@@ -49,3 +51,19 @@ def read_events(
     finally:
         if own_client:
             client.close()
+
+
+def wait_for_events(
+    api_url: str,
+    count: int,
+    event_names: list[str] | None = None,
+    resource: dict[str, Any] | None = None,
+    since: datetime | None = None,
+    timeout: float = 30.0,
+) -> list[dict[str, Any]]:
+    """Wait until at least `count` stored events match the filter; return all that match."""
+    def enough() -> list[dict[str, Any]] | None:
+        events = read_events(api_url, event_names, resource, since)
+        return events if len(events) >= count else None
+
+    return wait_until(enough, timeout, f"{count} events {event_names or ''} {resource or ''} in Prefect", interval=0.3)
