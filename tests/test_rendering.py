@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from prefect.server.events.schemas.events import Event
+from pydantic import ValidationError
 
 from webhooks.catalog import Webhook, load_catalog
-from webhooks.rendering import FAILED_EVENT, EventRenderer
+from webhooks.rendering import FAILED_EVENT, EventRenderer, check_event
 
 JSON = [("Content-Type", "application/json")]
 
@@ -163,6 +165,8 @@ def test_a_broken_template_makes_a_failure_event_with_what_was_received_and_rend
         ('{"event": "x", "resource": {"name": "x"}}', "prefect.resource.id"),
         ('{"event": "x", "resource": {"prefect.resource.id": "x", "count": 3}}', "resource.count"),
         ('["event"]', "must render a JSON object"),
+        ('{"event": "x", "resource": {"prefect.resource.id": "x"}, "occurred": "yesterday"}', "occurred"),
+        ('{"event": "x", "resource": {"prefect.resource.id": "x"}, "id": "not-a-uuid"}', "id: Input should be a valid UUID"),
     ],
 )
 def test_an_event_prefect_would_refuse_is_an_error_naming_the_field(template, complaint):
@@ -227,3 +231,49 @@ def test_from_cloud_event_reads_structured_and_binary_cloudevents():
     binary = [*JSON, ("ce-specversion", "1.0"), ("ce-type", "com.example.file"), ("ce-source", "/mainframe"), ("ce-id", "ce-2")]
     event = one_event(lab.interpret("POST", binary, b'{"rows": 6}'))
     assert (event["resource"]["prefect.resource.id"], event["payload"]["data"]) == ("/mainframe", {"rows": 6})
+
+
+def valid_event(**changes) -> dict:
+    event = {
+        "id": str(uuid.uuid4()), "occurred": "2024-05-01T12:00:00+00:00", "event": "Summary", "payload": {},
+        "resource": {"prefect.resource.id": "prefect.webhook.summary", "trackingId": "T"},
+        "related": [{"prefect.resource.id": "prefect.webhook.summary", "prefect.resource.role": "webhook"}],
+    }
+    return {key: value for key, value in {**event, **changes}.items() if value is not ...}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        valid_event(),
+        valid_event(event=""),
+        valid_event(event=...),
+        valid_event(event=5),
+        valid_event(event="x" * 1024),
+        valid_event(event="x" * 1025),
+        valid_event(resource=...),
+        valid_event(resource=[]),
+        valid_event(resource={"name": "x"}),
+        valid_event(resource={"prefect.resource.id": ""}),
+        valid_event(resource={"prefect.resource.id": "x", "count": 3}),
+        valid_event(resource={"prefect.resource.id": "x", **{f"l{n}": "v" for n in range(499)}}),
+        valid_event(resource={"prefect.resource.id": "x", **{f"l{n}": "v" for n in range(500)}}),
+        valid_event(related={"prefect.resource.id": "x"}),
+        valid_event(related=[{"prefect.resource.id": "x"}]),
+        valid_event(related=[{"prefect.resource.id": "x", "prefect.resource.role": ""}]),
+        valid_event(related=[{"prefect.resource.id": "x", "prefect.resource.role": "r", "n": None}]),
+        valid_event(related=[{"prefect.resource.id": f"x{n}", "prefect.resource.role": "r"} for n in range(100)]),
+        valid_event(related=[{"prefect.resource.id": f"x{n}", "prefect.resource.role": "r"} for n in range(101)]),
+        valid_event(payload=None),
+        valid_event(payload=["a"]),
+        valid_event(payload={"nested": {"any": [1, None]}}),
+    ],
+)
+def test_the_gateways_event_check_agrees_with_prefects_own_model(event):
+    try:
+        Event.model_validate(event)
+    except ValidationError:
+        with pytest.raises(ValueError):
+            check_event(event)
+    else:
+        check_event(event)
