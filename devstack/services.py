@@ -211,11 +211,6 @@ class Gateway:
         self.process.wait_healthy(lambda: _http_ok(f"{self.url}/health"), timeout)
         return self
 
-    def restart(self, timeout: float = 30.0) -> Gateway:
-        """Stop and start again on the same port and queue."""
-        self.stop()
-        return self.start(timeout)
-
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop; SIGTERM lets it flush what it can first, SIGKILL is a crash."""
         if self.process:

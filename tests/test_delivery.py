@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from devstack.prefect_api import read_events, wait_for_events
+from devstack.prefect_api import wait_for_events
 from devstack.processes import free_port, wait_until
 
 

@@ -11,6 +11,7 @@ import argparse
 import base64
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from webhooks.catalog import DEFAULT_CONFIG, ConfigError, load_catalog
@@ -131,8 +132,8 @@ def _add_gateway_address(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the gateway's port (default: %(default)s)")
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> float | int:
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         value = kind(text)
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")

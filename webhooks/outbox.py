@@ -140,20 +140,19 @@ class Outbox:
         while self._pending:
             waiting, self._pending = self._pending, []
             rows = [row for rows, _ in waiting for row in rows]
+            failure = None
             try:
                 await self._run(self._enqueue, rows)
-            except sqlite3.Error as error:
-                outcome: OutboxError | None = OutboxError(f"cannot write the gateway's queue {self.path}: {error}")
-            else:
-                outcome = None
                 self.committed.set()
+            except sqlite3.Error as error:
+                failure = OutboxError(f"cannot write the gateway's queue {self.path}: {error}")
             for _, future in waiting:
                 if future.done():  # the request was cancelled; its events are stored all the same
                     continue
-                if outcome is None:
+                if failure is None:
                     future.set_result(None)
                 else:
-                    future.set_exception(outcome)
+                    future.set_exception(failure)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
