@@ -13,7 +13,7 @@ import pytest
 from devstack.prefect_api import read_events, wait_for_events
 from devstack.processes import wait_until
 from devstack.services import REPO_ROOT
-from tests.test_rendering import EXAMPLES, blob_created
+from tests.webhook_examples import EXAMPLES, blob_created
 
 TEMPLATES = REPO_ROOT / "webhooks" / "templates"
 TOKEN = "lab-token"
