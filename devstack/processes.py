@@ -25,7 +25,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def ensure_port_free(port: int, what: str, host: str = "127.0.0.1") -> None:
     """Fail with a message that says which port is taken and by what service."""
     with socket.socket() as sock:
-        # As servers do: a port whose old connections linger in TIME_WAIT is free to listen on again.
+        # As servers do: a port whose last connections linger in TIME_WAIT is free to listen on.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
