@@ -112,14 +112,14 @@ class Forwarder:
         retry_in = FIRST_RETRY_SECONDS
         last_pruned = 0.0
         while True:
+            if time.monotonic() - last_pruned > 600:
+                await self.outbox.forget_old_deliveries()
+                last_pruned = time.monotonic()
             self.outbox.committed.clear()
             batch = await self.outbox.next_batch(self.batch_size)
             if not batch:
                 if self._draining:
                     return
-                if time.monotonic() - last_pruned > 600:
-                    await self.outbox.forget_old_deliveries()
-                    last_pruned = time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.outbox.committed.wait(), 60)
                 continue
