@@ -82,10 +82,12 @@ def test_shutdown_forwards_what_it_can_and_keeps_the_rest_for_the_next_start(sta
     with sqlite3.connect(gateway.data_dir / "outbox.sqlite3") as outbox:
         (queued,) = outbox.execute("SELECT count(*) FROM queued").fetchone()
     assert 0 < queued < 200
+    # Prefect has the rest. Only a batch Prefect had not answered within the shutdown grace could
+    # be in both places (it is sent again at the next start, and Prefect keeps one copy).
     forwarded = wait_for_events(
         prefect_server.api_url, 200 - queued, ["Summary"], {"labels": {"trackingId": [b["trackingId"] for b in bodies]}}
     )
-    assert len(forwarded) == 200 - queued
+    assert 200 - queued <= len(forwarded) <= 200 - queued + 5
 
     gateway.start()
     assert_each_exactly_once(stored_summaries(prefect_server.api_url, bodies), bodies)

@@ -25,6 +25,8 @@ logger = logging.getLogger("webhooks.forwarder")
 # An answer slower than this means Prefect is struggling: slow down before it starts dropping.
 SLOW_ANSWER_SECONDS = 2.0
 FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 0.5, 10.0
+# At shutdown, a batch Prefect is still answering gets this long: finished, it is not sent twice.
+IN_FLIGHT_GRACE_SECONDS = 3.0
 # Prefect will never accept these events as they are; anything else is worth retrying.
 REFUSED_STATUSES = frozenset({400, 413, 422})
 _HINTS = {
@@ -46,13 +48,12 @@ class Pacer:
         self.rate = ceiling
         self._next_send = 0.0
 
-    async def wait(self, count: int) -> None:
-        """Wait until `count` more events may be sent without exceeding the current rate."""
+    def reserve(self, count: int) -> float:
+        """Seconds to wait before sending `count` more events keeps within the current rate."""
         now = time.monotonic()
         start = max(now, self._next_send)
-        if start > now:
-            await asyncio.sleep(start - now)
         self._next_send = start + count / self.rate
+        return start - now
 
     def answered(self, seconds: float) -> None:
         if seconds > SLOW_ANSWER_SECONDS:
@@ -85,6 +86,7 @@ class Forwarder:
         self._client = httpx.AsyncClient(headers=auth_headers or {}, timeout=httpx.Timeout(30.0, connect=5.0))
         self._task: asyncio.Task[None] | None = None
         self._draining = False
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="forwarder")
@@ -94,10 +96,12 @@ class Forwarder:
         self._draining = True
         self.outbox.committed.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), drain_seconds)
-            except TimeoutError:
-                self._task.cancel()
+            done, _ = await asyncio.wait({self._task}, timeout=drain_seconds)
+            if not done:
+                self._stopping.set()  # start no other batch, stop waiting
+                done, _ = await asyncio.wait({self._task}, timeout=IN_FLIGHT_GRACE_SECONDS)
+            if not done:
+                self._task.cancel()  # its batch stays queued: sent again at the next start, kept once
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         await self._client.aclose()
@@ -111,7 +115,7 @@ class Forwarder:
     async def _run(self) -> None:
         retry_in = FIRST_RETRY_SECONDS
         last_pruned = 0.0
-        while True:
+        while not self._stopping.is_set():
             if time.monotonic() - last_pruned > 600:
                 await self.outbox.forget_old_deliveries()
                 last_pruned = time.monotonic()
@@ -123,16 +127,24 @@ class Forwarder:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.outbox.committed.wait(), 60)
                 continue
-            await self.pacer.wait(len(batch))
+            if await self._pause(self.pacer.reserve(len(batch))):
+                return
             try:
                 await self._forward(batch)
             except ForwardError as error:
                 self._record_error(str(error), logging.WARNING, f" (retrying in {retry_in:.1f} s)")
                 self.pacer.slow_down()
-                await asyncio.sleep(retry_in * random.uniform(0.8, 1.2))
+                await self._pause(retry_in * random.uniform(0.8, 1.2))
                 retry_in = min(LAST_RETRY_SECONDS, retry_in * 2)
             else:
                 retry_in = FIRST_RETRY_SECONDS
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, cut short by stop(); True if stopping."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
 
     async def _forward(self, batch: list[QueuedEvent]) -> None:
         url = f"{self.api_url}/events"
