@@ -1,4 +1,4 @@
-"""The local stack's services: a Prefect server on SQLite and Azurite, each a child process."""
+"""The local stack's services: a Prefect server on SQLite, Azurite and the webhook gateway, each a child process."""
 
 from __future__ import annotations
 
@@ -95,6 +95,57 @@ class PrefectServer:
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+
+
+@dataclass
+class Gateway:
+    """The webhook gateway (`python -m webhooks serve`), its queue under `data_dir`, forwarding to `api_url`."""
+
+    data_dir: Path
+    log_dir: Path
+    api_url: str
+    port: int = 0
+    host: str = "127.0.0.1"
+    config: Path | None = None
+    options: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def hook_url(self, slug: str) -> str:
+        return f"{self.url}/hooks/{slug}"
+
+    def health(self) -> dict:
+        response = httpx.get(f"{self.url}/health", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def start(self, timeout: float = 30.0) -> Gateway:
+        if self.port:
+            ensure_port_free(self.port, "the webhook gateway", self.host)
+        else:
+            self.port = free_port(self.host)
+        argv = [sys.executable, "-m", "webhooks", "serve", "--host", self.host, "--port", str(self.port)]
+        argv += ["--data-dir", str(self.data_dir), *self.options]
+        if self.config:
+            argv += ["--config", str(self.config)]
+        self.process = ManagedProcess(
+            "webhook-gateway",
+            argv,
+            self.log_dir / f"gateway-{self.port}.log",
+            env={**os.environ, "PREFECT_API_URL": self.api_url, **self.extra_env},
+            cwd=REPO_ROOT,
+        ).start()
+        self.process.wait_healthy(lambda: _http_ok(f"{self.url}/health"), timeout)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop; SIGTERM lets it flush what it can first, SIGKILL is a crash."""
+        if self.process:
+            self.process.stop(sig=sig)
 
 
 def azurite_connection_string(host: str, blob_port: int, queue_port: int) -> str:

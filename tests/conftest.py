@@ -1,6 +1,6 @@
-"""Real services for the tests: a Prefect server and Azurite, each started once per session.
+"""Real services for the tests: a Prefect server, Azurite and the webhook gateway, each started once per session.
 
-Tests that need a private server (one they restart or flood) use the factories.
+Tests that need a private one (one they restart, flood or configure differently) use the factories.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from devstack.services import Azurite, PrefectServer
+from devstack.services import Azurite, Gateway, PrefectServer
 
 # The Function App's fixtures (`receiver`, `start_relay`), defined beside its tests, for every test module.
 from relay_fixtures import receiver, start_relay  # noqa: F401
@@ -69,3 +69,26 @@ def start_azurite(
 def azurite(start_azurite: Callable[[], Azurite]) -> Azurite:
     """The session's shared Azurite (blob and queue services)."""
     return start_azurite()
+
+
+@pytest.fixture(scope="session")
+def start_gateway(
+    tmp_path_factory: pytest.TempPathFactory, service_logs: Path
+) -> Iterator[Callable[..., Gateway]]:
+    """Factory: a webhook gateway with a fresh queue; every one it started is stopped at the end."""
+    started: list[Gateway] = []
+
+    def start(api_url: str, **options) -> Gateway:
+        gateway = Gateway(tmp_path_factory.mktemp("gateway"), service_logs, api_url, **options)
+        started.append(gateway)
+        return gateway.start()
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(start_gateway: Callable[..., Gateway], prefect_server: PrefectServer) -> Gateway:
+    """The session's shared gateway, serving the repo's webhooks config, forwarding to `prefect_server`."""
+    return start_gateway(prefect_server.api_url)

@@ -1,0 +1,179 @@
+"""Forward queued events to Prefect's `POST /events` in paced batches until Prefect has every one.
+
+Prefect's server on SQLite silently drops events above roughly 1,000 per second (see the
+design notes), so the forwarder never sends faster than a ceiling, halves its rate when
+Prefect answers slowly or fails, and regains it step by step: a burst of webhooks becomes a
+longer drain, never a loss. Delivery is at least once: an event whose 204 was lost is sent
+again with the same id, and Prefect keeps one (it de-duplicates on id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import datetime, timezone
+
+import httpx
+
+from webhooks.outbox import Outbox, QueuedEvent
+
+logger = logging.getLogger("webhooks.forwarder")
+
+# An answer slower than this means Prefect is struggling: slow down before it starts dropping.
+SLOW_ANSWER_SECONDS = 2.0
+FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 0.5, 10.0
+# At shutdown, a batch Prefect is still answering gets this long: finished, it is not sent twice.
+IN_FLIGHT_GRACE_SECONDS = 3.0
+# Prefect will never accept these events as they are; anything else is worth retrying.
+REFUSED_STATUSES = frozenset({400, 413, 422})
+_HINTS = {
+    401: "; set PREFECT_API_KEY or PREFECT_API_AUTH_STRING for the gateway",
+    403: "; the gateway's credentials may not write events",
+    404: "; is PREFECT_API_URL the API's URL (it usually ends in /api)?",
+}
+
+
+class ForwardError(Exception):
+    """Prefect did not take a batch this time; it stays queued and is sent again."""
+
+
+class Pacer:
+    """Keeps the sending rate under a ceiling, halving it when Prefect struggles."""
+
+    def __init__(self, ceiling: float) -> None:
+        self.ceiling = ceiling
+        self.rate = ceiling
+        self._next_send = 0.0
+
+    def reserve(self, count: int) -> float:
+        """Seconds to wait before sending `count` more events keeps within the current rate."""
+        now = time.monotonic()
+        start = max(now, self._next_send)
+        self._next_send = start + count / self.rate
+        return start - now
+
+    def answered(self, seconds: float) -> None:
+        if seconds > SLOW_ANSWER_SECONDS:
+            self.slow_down()
+        else:
+            self.rate = min(self.ceiling, self.rate + self.ceiling / 10)
+
+    def slow_down(self) -> None:
+        self.rate = max(self.ceiling / 20, self.rate / 2)
+
+
+class Forwarder:
+    """Moves events from the outbox into Prefect, batch by batch."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        api_url: str,
+        max_events_per_second: float,
+        batch_size: int,
+        auth_headers: dict[str, str] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.api_url = api_url.rstrip("/")
+        self.batch_size = batch_size
+        self.pacer = Pacer(max_events_per_second)
+        self.delivered = 0
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        self._client = httpx.AsyncClient(headers=auth_headers or {}, timeout=httpx.Timeout(30.0, connect=5.0))
+        self._task: asyncio.Task[None] | None = None
+        self._draining = False
+        self._stopping = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="forwarder")
+
+    async def stop(self, drain_seconds: float) -> None:
+        """Forward what can be forwarded within `drain_seconds`; the rest stays queued for the next start."""
+        self._draining = True
+        self.outbox.committed.set()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=drain_seconds)
+            if not done:
+                self._stopping.set()  # start no other batch, stop waiting
+                done, _ = await asyncio.wait({self._task}, timeout=IN_FLIGHT_GRACE_SECONDS)
+            if not done:
+                self._task.cancel()  # its batch stays queued: sent again at the next start, kept once
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self._client.aclose()
+
+    async def prefect_reachable(self) -> bool:
+        try:
+            return (await self._client.get(f"{self.api_url}/health", timeout=2.0)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    async def _run(self) -> None:
+        retry_in = FIRST_RETRY_SECONDS
+        last_pruned = 0.0
+        while not self._stopping.is_set():
+            if time.monotonic() - last_pruned > 600:
+                await self.outbox.forget_old_deliveries()
+                last_pruned = time.monotonic()
+            self.outbox.committed.clear()
+            batch = await self.outbox.next_batch(self.batch_size)
+            if not batch:
+                if self._draining:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.outbox.committed.wait(), 60)
+                continue
+            if await self._pause(self.pacer.reserve(len(batch))):
+                return
+            try:
+                await self._forward(batch)
+            except ForwardError as error:
+                self._record_error(str(error), logging.WARNING, f" (retrying in {retry_in:.1f} s)")
+                self.pacer.slow_down()
+                await self._pause(retry_in * random.uniform(0.8, 1.2))
+                retry_in = min(LAST_RETRY_SECONDS, retry_in * 2)
+            else:
+                retry_in = FIRST_RETRY_SECONDS
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, cut short by stop(); True if stopping."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    async def _forward(self, batch: list[QueuedEvent]) -> None:
+        url = f"{self.api_url}/events"
+        started = time.monotonic()
+        try:
+            response = await self._client.post(
+                url,
+                content=b"[" + b",".join(item.event for item in batch) + b"]",
+                headers={"content-type": "application/json"},
+            )
+        except httpx.TransportError as error:
+            raise ForwardError(f"cannot reach Prefect at {url}: {error!r}") from None
+        self.pacer.answered(time.monotonic() - started)
+        if response.is_success:
+            await self.outbox.delivered(batch)
+            self.delivered += len(batch)
+            return
+        if response.status_code not in REFUSED_STATUSES:
+            hint = _HINTS.get(response.status_code, "")
+            raise ForwardError(f"Prefect answered {response.status_code} to POST {url}{hint}: {response.text[:300]}")
+        if len(batch) > 1:
+            # Find the event Prefect refuses; the others must not wait behind it.
+            for item in batch:
+                await self._forward([item])
+            return
+        error = f"Prefect refused event {batch[0].id} ({response.status_code}): {response.text[:1000]}"
+        await self.outbox.reject(batch[0], error)
+        self._record_error(error, logging.ERROR, "; kept in the outbox's `rejected` table")
+
+    def _record_error(self, error: str, level: int, note: str) -> None:
+        self.last_error, self.last_error_at = error, datetime.now(timezone.utc)
+        logger.log(level, "%s%s", error, note)
