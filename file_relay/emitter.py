@@ -77,7 +77,11 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
     )
     queue.ensure_exists()
     packer = EnvelopePacker(
-        item.tracking_id, item.blob_name, item.etag, header_lines=int(settings.first_line_is_header)
+        item.tracking_id,
+        item.blob_name,
+        item.etag,
+        compress=settings.records_compression == "zlib",
+        header_lines=int(settings.first_line_is_header),
     )
     splitter = RecordSplitter(settings.first_line_is_header, MAX_ENVELOPE_BYTES)
     blob = account.blob(item.container, item.blob_name)
