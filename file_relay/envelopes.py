@@ -5,9 +5,9 @@ accepts 49,152 bytes and refuses 49,153). The body is the envelope's JSON, or th
 zlib-compressed (RECORDS_COMPRESSION): then an envelope holds as many records as compress into
 a body, at most MAX_INFLATED_BYTES of JSON.
 
-Records are JSON-escaped to ASCII with bytes operations on whole blocks, and each is followed by a
-line break in the envelope's JSON (`["a",\\n"b"]`): a line break can appear nowhere else, so it
-marks where a run of records can be cut without looking at each record.
+Records are JSON-escaped to ASCII with bytes operations on whole blocks and separated by a comma
+and a line break in the envelope's JSON (`["a",\\n"b"]`): a raw line break can appear nowhere else
+in JSON, so it marks where a run of records can be cut without looking at each record.
 """
 
 from __future__ import annotations
