@@ -42,14 +42,17 @@ class RecordSplitter:
                 raise RecordError(
                     f"line {line} is longer than {self.max_line_bytes} bytes, more than a queue message holds"
                 )
-            if end and (block := self._block(data[:end]))[1]:
+            if end and (block := self._block(data[:end])):
                 yield block
         # A final line without a line break; a lone CR there ends it too.
-        if carry and (block := self._block(carry.removesuffix(b"\r") + b"\n"))[1]:
+        if carry and (block := self._block(carry.removesuffix(b"\r") + b"\n")):
             yield block
 
-    def _block(self, lines: bytes) -> tuple[bytes, int]:
-        """The records of `lines` (whole lines, each ending in LF); blank lines at its end are held back."""
+    def _block(self, lines: bytes) -> tuple[bytes, int] | None:
+        """The records of `lines` (whole lines, each ending in LF) and their number; None if none.
+
+        Blank lines at its end are held back until a record follows them.
+        """
         if b"\r" in lines:
             lines = lines.replace(b"\r\n", b"\n")
         if not lines.isascii():
@@ -63,7 +66,7 @@ class RecordSplitter:
                 lines, count = lines[lines.index(b"\n") + 1 :], count - 1
         if count == len(lines):  # nothing but blank lines
             self._blanks += count
-            return b"", 0
+            return None
         kept = len(lines.rstrip(b"\n")) + 1 if lines.endswith(b"\n\n") else len(lines)
         records = b"\n" * self._blanks + lines[:kept] if self._blanks else lines[:kept]
         count += self._blanks - (len(lines) - kept)
