@@ -130,10 +130,10 @@ class EnvelopePacker:
         if self.compress:
             body = zlib.compress(envelope, ZLIB_LEVEL)
             fits = int(self.limit * len(envelope) / len(body) * BUDGET_MARGIN)
-            overflow, self.budget = len(body) > self.limit, min(max(fits, self.record_limit), self._max_budget)
-            if overflow and len(run) > self.budget:
+            self.budget = min(max(fits, self.record_limit), self._max_budget)
+            if len(body) > self.limit and len(run) > self.budget:
                 return None  # rare: these records compress worse than the ones before; cut fewer
-            if overflow:
+            if len(body) > self.limit:
                 # Only records that compress worse than their JSON (printable ASCII never does): send the
                 # JSON, which fits by the record limit; consumers tell the two apart by the first byte.
                 body = envelope
