@@ -222,7 +222,9 @@ def main() -> int:
                     azurite_cpu = cpu_seconds(azurite.process.pid)
                     output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
                     results[approach] = json.loads(output)
-                    results[approach]["azurite_cpu_s"] = round(cpu_seconds(azurite.process.pid) - azurite_cpu, 1)
+                    results[approach]["azurite_cpu_s"] = round(
+                        cpu_seconds(azurite.process.pid) - azurite_cpu, 1
+                    )
                     print(json.dumps(results[approach]), flush=True)
                     for queue in queues.list_queues(name_starts_with="bench-"):
                         queues.delete_queue(queue.name)

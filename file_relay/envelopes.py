@@ -67,7 +67,9 @@ class EnvelopePacker:
         # The most records' JSON an uncompressed envelope holds: the limit for any one record too.
         self.record_limit = limit - len(self._prefix) - _SEQ_DIGITS - len(b',"records":[]}')
         if self.record_limit < 2:
-            raise RecordError(f"trackingId and file name leave no room for records in a {limit}-byte envelope")
+            raise RecordError(
+                f"trackingId and file name leave no room for records in a {limit}-byte envelope"
+            )
         self.budget = self.record_limit  # records' JSON per envelope; grows with the compression ratio seen
         self._max_budget = MAX_INFLATED_BYTES - (limit - self.record_limit)
         self.records = 0  # records packed so far
@@ -84,7 +86,12 @@ class EnvelopePacker:
 
     def final(self) -> bytes:
         """The body that closes the file: how many records and envelopes were sent."""
-        final = {**self.identity, "final": True, "totalRecordsSent": self.records, "envelopes": self.envelopes}
+        final = {
+            **self.identity,
+            "final": True,
+            "totalRecordsSent": self.records,
+            "envelopes": self.envelopes,
+        }
         envelope = json.dumps(final, separators=(",", ":")).encode()
         return zlib.compress(envelope, ZLIB_LEVEL) if self.compress else envelope
 

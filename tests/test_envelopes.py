@@ -50,7 +50,9 @@ def random_records(rng: random.Random, count: int, alphabet: str, longest: int) 
 
 def check_envelopes(packer: EnvelopePacker, bodies: list[bytes], batches: list[list[str]]) -> list[dict]:
     """Every record once, in order, `seq` from 1, every body within the limits; the envelopes."""
-    assert all(len(body) <= MAX_ENVELOPE_BYTES and len(inflate(body)) <= MAX_INFLATED_BYTES for body in bodies)
+    assert all(
+        len(body) <= MAX_ENVELOPE_BYTES and len(inflate(body)) <= MAX_INFLATED_BYTES for body in bodies
+    )
     envelopes = [json.loads(inflate(body)) for body in bodies]
     assert [record for e in envelopes for record in e["records"]] == [r for batch in batches for r in batch]
     assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
@@ -61,7 +63,9 @@ def check_envelopes(packer: EnvelopePacker, bodies: list[bytes], batches: list[l
 @pytest.mark.parametrize("compress", [True, False])
 def test_envelopes_hold_every_record_once_in_order_and_fit_the_limit(compress):
     rng = random.Random(7)
-    batches = [random_records(rng, rng.randrange(0, 400), 'abc,"\\\t\r/é€😀\x01\x7f ', 900) for _ in range(30)]
+    batches = [
+        random_records(rng, rng.randrange(0, 400), 'abc,"\\\t\r/é€😀\x01\x7f ', 900) for _ in range(30)
+    ]
 
     packer, bodies = packed(batches, compress)
 
@@ -83,8 +87,10 @@ def test_uncompressed_envelopes_close_only_when_the_next_record_would_not_fit():
 
 
 def test_compressed_envelopes_carry_as_many_records_as_compress_into_one_message():
-    batches = [[f"{n:010d},ACME CORPORATION,2024-01-31,{n % 997:08d}.00,EUR" for n in range(k, k + 5000)]
-               for k in range(0, 100_000, 5000)]
+    batches = [
+        [f"{n:010d},ACME CORPORATION,2024-01-31,{n % 997:08d}.00,EUR" for n in range(k, k + 5000)]
+        for k in range(0, 100_000, 5000)
+    ]
 
     packer, bodies = packed(batches, compress=True)
 
