@@ -10,18 +10,19 @@ own subprocess so that peak RSS belongs to one approach alone:
   download      download_blob().chunks() in 4 MiB requests, bytes discarded: the limit
   inputstream   the whole blob in memory, as func.InputStream holds it, then split into lines: the
                 common approach
-  emitter       file_relay.emitter.emit: stream, split, pack and send every envelope to a queue with
-                SEND_CONCURRENCY in flight, then the final envelope and the Summary (to a local 204 server)
+  emitter-zlib  file_relay.emitter.emit with RECORDS_COMPRESSION=zlib (the default): stream, split,
+                pack, compress and send every message with SEND_CONCURRENCY in flight, then the
+                final envelope and the Summary (to a local 204 server)
+  emitter-none  the same with RECORDS_COMPRESSION=none: one uncompressed envelope per message
+  pipeline      the emitter's own work without sending (stream, split, pack, compress, base64), to
+                show whether it or the queue bounds the emitter
 
-and the emitter's two halves, to show which one bounds it:
-
-  pipeline      the emitter without sending: stream, split, pack, base64-encode
-  queue         as many full-size envelopes as the emitter sends for this blob (at most 2,000), sent
-                to an Azurite queue with SEND_CONCURRENCY in flight; its bytes are the JSON carried
-
-Every approach uses the emitter's storage client (4 MiB requests). Prints one JSON object per
-measurement on stdout, then one per size comparing the emitter with the issue's targets: at least
-60% of the download's MB/s, and peak RSS under 150 MiB for 1 GB.
+Every approach uses the emitter's storage client (4 MiB requests). `cpu_s` is the CPU time of
+the approach's process (all threads) and `azurite_cpu_s` Azurite's while that process ran:
+Azurite serves the download and takes every message on one core, so where `azurite_cpu_s` nears
+`seconds`, Azurite is the bound; where `cpu_s` does, the emitter's own process is. Prints one JSON object
+per measurement on stdout, then one per size comparing the emitter with the issue's targets: at
+least 60% of the download's MB/s, and peak RSS under 150 MiB for 1 GB.
 """
 
 from __future__ import annotations
@@ -47,17 +48,18 @@ from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
 from azure.storage.queue import QueueServiceClient  # noqa: E402
 
 from devstack.services import Azurite  # noqa: E402
-from file_relay.emitter import blob_chunks, emit  # noqa: E402
+from file_relay.emitter import READ_AHEAD, blob_chunks, emit, keep_freed_buffers, read_ahead  # noqa: E402
 from file_relay.envelopes import MAX_ENVELOPE_BYTES, EnvelopePacker  # noqa: E402
 from file_relay.records import RecordSplitter  # noqa: E402
-from file_relay.records_queue import RecordsQueue  # noqa: E402
 from file_relay.settings import load_settings  # noqa: E402
 from file_relay.storage import StorageAccount  # noqa: E402
 from file_relay.work_item import WorkItem  # noqa: E402
 
 CONTAINER = "bench"
 BLOCK_BYTES = 8 * 1024 * 1024
-QUEUE_SAMPLE = 2000
+APPROACHES = ("download", "inputstream", "emitter-zlib", "emitter-none", "pipeline")
+TARGET_SHARE = 0.6
+TARGET_PEAK_RSS_MIB = 150
 
 
 def parse_size(text: str) -> int:
@@ -130,20 +132,12 @@ def measure(approach: str, connection: str, blob_name: str) -> dict:
         BENCH_STORAGE=connection,
         STORAGE_CONNECTION="BENCH_STORAGE",
         RECORDS_QUEUE=f"bench-{uuid.uuid4().hex[:12]}",
+        RECORDS_COMPRESSION=approach.removeprefix("emitter-") if approach.startswith("emitter") else "zlib",
+        SUMMARY_WEBHOOK_URL=f"http://127.0.0.1:{summary_receiver().server_port}/summary",
     )
-    if approach == "emitter":
-        os.environ["SUMMARY_WEBHOOK_URL"] = f"http://127.0.0.1:{summary_receiver().server_port}/summary"
     settings = load_settings()
-    queue = RecordsQueue(
-        StorageAccount("BENCH", {"BENCH": connection}).queue(
-            settings.records_queue, settings.send_concurrency
-        ),
-        settings.send_concurrency,
-    )
-    queue.ensure_exists()
     result = {"bytes": item.content_length, "records": None}
-
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if approach == "download":
         for _ in blob.download_blob().chunks():
             pass
@@ -153,21 +147,21 @@ def measure(approach: str, connection: str, blob_name: str) -> dict:
         del data
         result["records"] = len(text.splitlines())
         del text
-    elif approach == "emitter":
-        result["records"] = emit(item.to_json(), settings).records
+    elif approach.startswith("emitter"):
+        emission = emit(item.to_json(), settings)
+        result.update(records=emission.records, messages=emission.envelopes + 1)
     elif approach == "pipeline":
+        keep_freed_buffers()
         packer = EnvelopePacker(item.tracking_id, item.blob_name, item.etag)
-        for envelope in packer.pack(RecordSplitter(False, MAX_ENVELOPE_BYTES).split(blob_chunks(blob, item))):
-            base64.b64encode(envelope.encode())
-        result["records"] = packer.records
-    elif approach == "queue":
-        count = min(QUEUE_SAMPLE, -(-item.content_length // MAX_ENVELOPE_BYTES))
-        envelope = "x" * MAX_ENVELOPE_BYTES
-        queue.send_all(envelope for _ in range(count))
-        result.update(bytes=count * MAX_ENVELOPE_BYTES, messages=count)
-    seconds = time.perf_counter() - started
+        splitter = RecordSplitter(False, MAX_ENVELOPE_BYTES)
+        for body in packer.pack(splitter.split(read_ahead(blob_chunks(blob, item), READ_AHEAD))):
+            base64.b64encode(body)
+        result.update(records=packer.records, messages=packer.envelopes + 1)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
 
-    result.update(seconds=round(seconds, 3), mb_per_s=round(result["bytes"] / seconds / 1e6, 1))
+    result.update(
+        seconds=round(seconds, 3), cpu_s=round(cpu, 2), mb_per_s=round(result["bytes"] / seconds / 1e6, 1)
+    )
     if result["records"]:
         result["records_per_s"] = round(result["records"] / seconds)
     if "messages" in result:
@@ -176,24 +170,27 @@ def measure(approach: str, connection: str, blob_name: str) -> dict:
     return {"approach": approach, "blob": blob_name, **result}
 
 
-APPROACHES = ("download", "inputstream", "emitter", "pipeline", "queue")
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def compare(name: str, results: dict[str, dict]) -> dict:
-    share = {
-        a: round(results[a]["mb_per_s"] / results["download"]["mb_per_s"], 2)
-        for a in ("emitter", "pipeline", "queue")
-    }
+    download = results["download"]["mb_per_s"]
+    share = {a: round(results[a]["mb_per_s"] / download, 2) for a in APPROACHES if a != "download"}
+    emitter = results["emitter-zlib"]
     return {
         "comparison": name,
-        "emitter_share_of_download_mb_per_s": share["emitter"],
-        "target_share": 0.6,
-        "pipeline_share": share["pipeline"],
-        "queue_share": share["queue"],
-        "bound_by": "queue" if share["queue"] < share["pipeline"] else "pipeline",
-        "emitter_peak_rss_mib": results["emitter"]["peak_rss_mib"],
-        "target_peak_rss_mib": 150,
+        "download_mb_per_s": download,
+        "share_of_download": share,
+        "target_share": TARGET_SHARE,
+        "meets_share_target": share["emitter-zlib"] >= TARGET_SHARE,
+        "emitter_peak_rss_mib": emitter["peak_rss_mib"],
+        "target_peak_rss_mib": TARGET_PEAK_RSS_MIB,
+        "meets_rss_target": emitter["peak_rss_mib"] < TARGET_PEAK_RSS_MIB,
         "inputstream_peak_rss_mib": results["inputstream"]["peak_rss_mib"],
+        "messages": {a: results[a]["messages"] for a in ("emitter-zlib", "emitter-none")},
     }
 
 
@@ -220,19 +217,15 @@ def main() -> int:
                 results = {}
                 for approach in APPROACHES:
                     print(f"  measuring {approach} on {name}", file=sys.stderr, flush=True)
-                    argv = [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        approach,
-                        "--connection",
-                        azurite.connection_string,
-                        "--blob",
-                        name,
-                    ]
+                    argv = [sys.executable, __file__, "--child", approach]
+                    argv += ["--connection", azurite.connection_string, "--blob", name]
+                    azurite_cpu = cpu_seconds(azurite.process.pid)
                     output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-                    print(output, end="", flush=True)
                     results[approach] = json.loads(output)
+                    results[approach]["azurite_cpu_s"] = round(
+                        cpu_seconds(azurite.process.pid) - azurite_cpu, 1
+                    )
+                    print(json.dumps(results[approach]), flush=True)
                     for queue in queues.list_queues(name_starts_with="bench-"):
                         queues.delete_queue(queue.name)
                 print(json.dumps(compare(name, results)), flush=True)

@@ -1,15 +1,20 @@
 """The emitter's work: stream one blob version's records to the records queue, close it, post the Summary.
 
-The blob is read in 4 MiB chunks, split into records and packed into envelopes as it streams,
-with a bounded number of envelopes in flight, so memory stays flat whatever the file's size.
+Three stages overlap, each bounded so memory stays flat whatever the file's size: a thread
+downloads the next 4 MiB chunks (READ_AHEAD of them), this thread splits, packs and compresses
+(zlib lets the others run meanwhile), and SEND_CONCURRENCY threads send the message bodies.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -26,6 +31,10 @@ from file_relay.work_item import WorkItem
 logger = logging.getLogger(__name__)
 
 PROGRESS_BYTES = 128 * 1024 * 1024
+READ_AHEAD = 2
+T = TypeVar("T")
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 class EmissionError(RuntimeError):
@@ -61,6 +70,35 @@ def blob_chunks(blob: BlobClient, item: WorkItem) -> Iterator[bytes]:
         raise BlobSuperseded(f"{type(error).__name__} after {read} bytes") from error
 
 
+def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+    """`items`, fetched by a thread of their own up to `depth` ahead of the consumer."""
+    iterator, done = iter(items), object()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+    try:
+        # One thread runs the `next` calls in order; their results wait in `ahead` until consumed.
+        ahead = deque(pool.submit(next, iterator, done) for _ in range(depth))
+        while (item := ahead.popleft().result()) is not done:
+            ahead.append(pool.submit(next, iterator, done))
+            yield item
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def keep_freed_buffers() -> None:
+    """Let glibc reuse the chunk-sized buffers the emitter frees instead of handing them back to the OS.
+
+    By default every few-MiB buffer is unmapped when freed and its pages faulted in again for the
+    next chunk, which cost about as much CPU as splitting and escaping the records themselves
+    (bench/bench_emitter.py). Does nothing where the C library is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+    mallopt(_M_TRIM_THRESHOLD, 64 * 1024 * 1024)
+
+
 def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | None = None) -> Emission | None:
     """Emit the work item in `body`: every record once, in order, then the final envelope and the Summary.
 
@@ -68,6 +106,7 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
     and work item, and retrying this one could never succeed.
     """
     started = time.monotonic()
+    keep_freed_buffers()
     item = WorkItem.from_json(body)
     webhook = settings.webhook("summary")
     sender = sender or WebhookSender(settings.retry, settings.webhook_timeout)
@@ -77,12 +116,16 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
     )
     queue.ensure_exists()
     packer = EnvelopePacker(
-        item.tracking_id, item.blob_name, item.etag, header_lines=int(settings.first_line_is_header)
+        item.tracking_id,
+        item.blob_name,
+        item.etag,
+        compress=settings.records_compression == "zlib",
+        header_lines=int(settings.first_line_is_header),
     )
     splitter = RecordSplitter(settings.first_line_is_header, MAX_ENVELOPE_BYTES)
-    blob = account.blob(item.container, item.blob_name)
+    chunks = read_ahead(blob_chunks(account.blob(item.container, item.blob_name), item), READ_AHEAD)
     try:
-        queue.send_all(packer.pack(splitter.split(blob_chunks(blob, item))))
+        queue.send_all(packer.pack(splitter.split(chunks)))
     except BlobSuperseded as superseded:
         logger.warning(
             "%s changed or was deleted since its work item was queued (eTag %s; %s). Nothing more is sent "
@@ -99,6 +142,8 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
             f"{item.path} (eTag {item.etag}, trackingId {item.tracking_id}): {error}. {packer.envelopes} "
             f"envelope(s) were sent, no final envelope and no Summary. Fix the file and upload it again."
         ) from error
+    finally:
+        chunks.close()  # stops the download thread whatever ended the sending
     queue.send(packer.final())
     summary = {"totalRecordsSent": packer.records, "trackingId": item.tracking_id, "fileName": item.blob_name}
     sender.post(webhook, summary, idempotency_key(item.etag, "summary", item.path))

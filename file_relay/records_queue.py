@@ -24,11 +24,11 @@ class RecordsQueue:
         except ResourceExistsError:
             pass
 
-    def send(self, envelope: str) -> None:
-        self.queue.send_message(envelope)
+    def send(self, body: bytes) -> None:
+        self.queue.send_message(body)
 
-    def send_all(self, envelopes: Iterable[str]) -> int:
-        """Send every envelope; return how many. Envelopes are produced only as fast as they are sent."""
+    def send_all(self, bodies: Iterable[bytes]) -> int:
+        """Send every message body; return how many. Bodies are produced only as fast as they are sent."""
         slots = threading.BoundedSemaphore(self.concurrency)
         failures: list[BaseException] = []
         sent = 0
@@ -39,12 +39,12 @@ class RecordsQueue:
                 failures.append(future.exception())
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="records-queue") as pool:
-            for envelope in envelopes:
+            for body in bodies:
                 slots.acquire()
                 if failures:
                     slots.release()
                     break
-                pool.submit(self.send, envelope).add_done_callback(done)
+                pool.submit(self.send, body).add_done_callback(done)
                 sent += 1
         if failures:
             raise failures[0]

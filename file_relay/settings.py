@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from file_relay.delivery import RetryPolicy, Webhook
 
 TRIGGER_SOURCES = ("LogsAndContainerScan", "EventGrid")
+COMPRESSIONS = ("zlib", "none")
 GATEWAY_URL = "http://127.0.0.1:4280/hooks"
 
 
@@ -96,6 +97,12 @@ SETTINGS: tuple[Setting, ...] = (
         "RECORDS_QUEUE", "records", "The queue the emitter sends record envelopes to (docs/records-queue.md)."
     ),
     Setting(
+        "RECORDS_COMPRESSION",
+        "zlib",
+        "`zlib`: each records-queue message is base64 of the zlib-compressed envelope JSON, so one message "
+        "carries several times more records; `none`: base64 of the JSON, for consumers that cannot inflate.",
+    ),
+    Setting(
         "TRACKING_ID_METADATA_KEY",
         "trackingId",
         "Blob metadata key holding the file's trackingId (any case).",
@@ -135,6 +142,7 @@ class RelaySettings:
     incoming_container: str
     emit_queue: str
     records_queue: str
+    records_compression: str
     tracking_id_key: str
     first_line_is_header: bool
     send_concurrency: int
@@ -223,6 +231,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> RelaySettings:
         incoming_container=env.text("INCOMING_CONTAINER"),
         emit_queue=env.text("EMIT_QUEUE"),
         records_queue=env.text("RECORDS_QUEUE"),
+        records_compression=env.choice("RECORDS_COMPRESSION", COMPRESSIONS),
         tracking_id_key=env.text("TRACKING_ID_METADATA_KEY"),
         first_line_is_header=env.flag("FIRST_LINE_IS_HEADER"),
         send_concurrency=int(env.number("SEND_CONCURRENCY", 1, whole=True)),

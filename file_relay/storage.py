@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 from azure.storage.blob import BlobClient, BlobServiceClient
-from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+from azure.storage.queue import BinaryBase64EncodePolicy, QueueClient
 from requests.adapters import HTTPAdapter
 
 from file_relay.settings import SettingsError
@@ -48,13 +48,13 @@ class StorageAccount:
         return service.get_blob_client(container, name)
 
     def queue(self, name: str, concurrency: int = 1) -> QueueClient:
-        """A client for queue `name` whose messages are base64, as Functions queue triggers expect."""
+        """A client for queue `name` that sends bytes as base64 messages, as Functions queue triggers expect."""
         # One pooled connection per concurrent sender: the default pool of 10 would discard the rest.
         session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(concurrency, 1))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        options: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy(), "session": session}
+        options: dict[str, Any] = {"message_encode_policy": BinaryBase64EncodePolicy(), "session": session}
         if self.connection_string:
             return QueueClient.from_connection_string(self.connection_string, name, **options)
         return QueueClient(self._identity_endpoint("queue"), name, credential=self._credential(), **options)

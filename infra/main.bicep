@@ -39,6 +39,10 @@ param incomingContainerName string = 'incoming'
 @description('Queue the emitter writes record envelopes to, for the Java consumer.')
 param recordsQueueName string = 'records'
 
+@allowed(['zlib', 'none'])
+@description('RECORDS_COMPRESSION: zlib compresses each records-queue message; none for consumers that cannot inflate.')
+param recordsCompression string = 'zlib'
+
 @description('Queue of work items between the blob trigger and the emitter.')
 param emitQueueName string = 'emit-work'
 
@@ -192,6 +196,7 @@ module app 'modules/function-app.bicep' = {
       { name: 'INCOMING_CONTAINER', value: incomingContainerName }
       { name: 'EMIT_QUEUE', value: emitQueueName }
       { name: 'RECORDS_QUEUE', value: recordsQueueName }
+      { name: 'RECORDS_COMPRESSION', value: recordsCompression }
       { name: 'TRACKING_ID_METADATA_KEY', value: trackingIdMetadataKey }
       { name: 'FIRST_LINE_IS_HEADER', value: firstLineIsHeader }
       { name: 'SEND_CONCURRENCY', value: sendConcurrency }

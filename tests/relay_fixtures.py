@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -78,7 +79,14 @@ class Relay:
         return [message.content for message in messages]
 
     def envelopes(self) -> list[dict[str, Any]]:
-        return [json.loads(base64.b64decode(message)) for message in self.messages()]
+        """The records queue's envelopes, decoded as docs/records-queue.md tells consumers to."""
+        return [decode_message(message) for message in self.messages()]
+
+
+def decode_message(message: str) -> dict[str, Any]:
+    """base64, then zlib when the body starts with 0x78 (a zlib header), then JSON."""
+    body = base64.b64decode(message)
+    return json.loads(zlib.decompress(body) if body[:1] == b"\x78" else body)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import uuid
 
 import jinja2
 import pytest
-from relay_fixtures import CONNECTION
+from relay_fixtures import CONNECTION, decode_message
 
 from devstack.processes import free_port
 from file_relay.announcer import MissingTrackingId
@@ -130,9 +130,16 @@ def test_the_delivery_renders_through_the_original_azure_storage_template(start_
     assert rendered["payload"]["data"]["contentLength"] == "2"
 
 
-def test_every_record_reaches_the_queue_once_in_order_in_envelopes_under_the_limit(start_relay, receiver):
-    relay = start_relay()
-    lines = [f'{n},"Müller, {n}",\\path\\{n},{"x" * (n % 400)}' for n in range(4000)]
+@pytest.mark.parametrize(
+    ("overrides", "count", "first_byte"),
+    [({}, 40_000, b"\x78"), ({"RECORDS_COMPRESSION": "none"}, 4000, b"{")],
+    ids=["zlib by default", "none"],
+)
+def test_every_record_reaches_the_queue_once_in_order_in_envelopes_under_the_limit(
+    start_relay, receiver, overrides, count, first_byte
+):
+    relay = start_relay(**overrides)
+    lines = [f'{n},"Müller, {n}",\\path\\{n},{"x" * (n % 400)}' for n in range(count)]
     trace = tracking_id()
     relay.upload("big.csv", ("\n".join(lines) + "\n").encode(), tracking_id=trace)
 
@@ -141,7 +148,8 @@ def test_every_record_reaches_the_queue_once_in_order_in_envelopes_under_the_lim
 
     messages = relay.messages()
     assert all(len(message) <= MAX_MESSAGE_BYTES for message in messages)
-    envelopes = [json.loads(base64.b64decode(message)) for message in messages]
+    assert {base64.b64decode(message)[:1] for message in messages} == {first_byte}
+    envelopes = [decode_message(message) for message in messages]
     records = record_envelopes(envelopes)
     assert len(records) > 5
     assert [e["seq"] for e in records] == list(range(1, len(records) + 1))

@@ -8,8 +8,11 @@ from file_relay.records import RecordError, RecordSplitter
 
 
 def split(data: bytes, header: bool = False, chunk: int = 4, max_line: int = 1000) -> list[str]:
+    """The records, checking that each block is whole LF-ended records and counts them right."""
     chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
-    return [record for batch in RecordSplitter(header, max_line).split(chunks) for record in batch]
+    blocks = list(RecordSplitter(header, max_line).split(chunks))
+    assert all(block.endswith(b"\n") and count == block.count(b"\n") for block, count in blocks)
+    return [record.decode() for block, _ in blocks for record in block.split(b"\n")[:-1]]
 
 
 CASES = [

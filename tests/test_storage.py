@@ -22,7 +22,7 @@ def test_a_connection_string_reaches_blobs_in_4_mib_requests_and_queues_in_base6
     queue = account.queue(name, concurrency=4)
     queue.create_queue()
 
-    queue.send_message("héllo")
+    queue.send_message("héllo".encode())
 
     assert [len(chunk) for chunk in blob.download_blob().chunks()] == [CHUNK_BYTES, CHUNK_BYTES, 1 << 20]
     [message] = queue.peek_messages()
