@@ -15,7 +15,9 @@ PAGE = 200
 
 
 def read_deployment(api_url: str, flow_name: str, deployment_name: str) -> dict[str, Any] | None:
-    response = httpx.get(f"{api_url}/deployments/name/{quote(flow_name)}/{quote(deployment_name)}", timeout=10)
+    response = httpx.get(
+        f"{api_url}/deployments/name/{quote(flow_name)}/{quote(deployment_name)}", timeout=10
+    )
     if response.status_code == 404:
         return None
     response.raise_for_status()
@@ -27,12 +29,15 @@ def runs_by_kickoff(api_url: str, deployment_id: str) -> dict[str, dict[str, Any
     runs: dict[str, dict[str, Any]] = {}
     with httpx.Client(timeout=10) as client:
         for offset in range(0, 100 * PAGE, PAGE):
-            response = client.post(f"{api_url}/flow_runs/filter", json={
-                "deployments": {"id": {"any_": [deployment_id]}},
-                "sort": "EXPECTED_START_TIME_ASC",
-                "limit": PAGE,
-                "offset": offset,
-            })
+            response = client.post(
+                f"{api_url}/flow_runs/filter",
+                json={
+                    "deployments": {"id": {"any_": [deployment_id]}},
+                    "sort": "EXPECTED_START_TIME_ASC",
+                    "limit": PAGE,
+                    "offset": offset,
+                },
+            )
             response.raise_for_status()
             page = response.json()
             for run in page:

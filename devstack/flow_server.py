@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ class FlowServer:
 
     def start(self, timeout: float = 90.0) -> FlowServer:
         """Start serve.py and wait until its runner polls for the (re-registered) deployment."""
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         self.process = ManagedProcess(
             self.name,
             [sys.executable, "prefect_flows/serve.py"],
@@ -60,7 +60,9 @@ class FlowServer:
             return
         api = self.prefect.api_url
         # Deleting a deployment leaves its trigger behind (it would fail on every kickoff).
-        httpx.delete(f"{api}/automations/owned-by/prefect.deployment.{deployment['id']}", timeout=10).raise_for_status()
+        httpx.delete(
+            f"{api}/automations/owned-by/prefect.deployment.{deployment['id']}", timeout=10
+        ).raise_for_status()
         httpx.delete(f"{api}/deployments/{deployment['id']}", timeout=10).raise_for_status()
 
     def _polled_since(self, started: datetime) -> bool:

@@ -7,7 +7,7 @@ Tests and benchmarks drive the flow with these, as production would through the 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,10 +15,12 @@ import httpx
 Event = dict[str, Any]
 
 
-def _event(name: str, resource: dict[str, str], payload: dict[str, Any] | None = None, **fields: Any) -> Event:
+def _event(
+    name: str, resource: dict[str, str], payload: dict[str, Any] | None = None, **fields: Any
+) -> Event:
     event = {
         "id": str(uuid.uuid4()),
-        "occurred": datetime.now(timezone.utc).isoformat(),
+        "occurred": datetime.now(UTC).isoformat(),
         "event": name,
         "resource": resource,
         "payload": payload or {},
@@ -28,13 +30,16 @@ def _event(name: str, resource: dict[str, str], payload: dict[str, Any] | None =
 
 
 def _mainframe(name: str, stage: str, file_name: str, tracking_id: str) -> Event:
-    return _event(name, {
-        "prefect.resource.id": "prefect.webhook.mainframe",
-        "prefect.resource.name": "prefect.webhook.mainframe",
-        "stage": stage,
-        "file_name": file_name,
-        "trackingId": tracking_id,
-    })
+    return _event(
+        name,
+        {
+            "prefect.resource.id": "prefect.webhook.mainframe",
+            "prefect.resource.name": "prefect.webhook.mainframe",
+            "stage": stage,
+            "file_name": file_name,
+            "trackingId": tracking_id,
+        },
+    )
 
 
 def kickoff(file_name: str, tracking_id: str) -> Event:
@@ -45,18 +50,21 @@ def transfer(file_name: str, tracking_id: str) -> Event:
     return _mainframe("transfer", "distributed", file_name, tracking_id)
 
 
-def blob_created(file_name: str, container_url: str = "http://127.0.0.1:10000/devstoreaccount1/incoming") -> Event:
+def blob_created(
+    file_name: str, container_url: str = "http://127.0.0.1:10000/devstoreaccount1/incoming"
+) -> Event:
     """What the azure-storage template makes of Event Grid's BlobCreated (no trackingId)."""
     url = f"{container_url}/{file_name}"
+    account, container = container_url.rsplit("/", 2)[-2:]
     grid_id = str(uuid.uuid4())
     return _event(
         "Microsoft.Storage.BlobCreated",
         {"prefect.resource.id": url, "url": url},
         payload={
-            "topic": "/subscriptions/local/resourceGroups/local/providers/Microsoft.Storage/storageAccounts/devstoreaccount1",
-            "subject": f"/blobServices/default/containers/{container_url.rsplit('/', 1)[-1]}/blobs/{file_name}",
+            "topic": f"/subscriptions/local/providers/Microsoft.Storage/storageAccounts/{account}",
+            "subject": f"/blobServices/default/containers/{container}/blobs/{file_name}",
             "eventType": "Microsoft.Storage.BlobCreated",
-            "eventTime": datetime.now(timezone.utc).isoformat(),
+            "eventTime": datetime.now(UTC).isoformat(),
             "id": grid_id,
             "data": {
                 "api": "PutBlob",
@@ -76,22 +84,26 @@ def blob_created(file_name: str, container_url: str = "http://127.0.0.1:10000/de
     )
 
 
+def _counted(name: str, webhook: str, label: str, tracking_id: str, count: int | str) -> Event:
+    return _event(
+        name,
+        {
+            "prefect.resource.id": f"prefect.webhook.{webhook}",
+            "prefect.resource.name": f"prefect.webhook.{webhook}",
+            label: str(count),
+            "trackingId": tracking_id,
+        },
+    )
+
+
 def summary(tracking_id: str, total_records_sent: int | str) -> Event:
-    return _event("Summary", {
-        "prefect.resource.id": "prefect.webhook.summary",
-        "prefect.resource.name": "prefect.webhook.summary",
-        "totalRecordsSent": str(total_records_sent),
-        "trackingId": tracking_id,
-    })
+    return _counted("Summary", "summary", "totalRecordsSent", tracking_id, total_records_sent)
 
 
 def reconciliation(tracking_id: str, total_records_received: int | str) -> Event:
-    return _event("Reconciliation", {
-        "prefect.resource.id": "prefect.webhook.reconciliation",
-        "prefect.resource.name": "prefect.webhook.reconciliation",
-        "totalRecordsReceived": str(total_records_received),
-        "trackingId": tracking_id,
-    })
+    return _counted(
+        "Reconciliation", "reconciliation", "totalRecordsReceived", tracking_id, total_records_received
+    )
 
 
 def stages(file_name: str, tracking_id: str, sent: int | str, received: int | str) -> list[Event]:

@@ -35,7 +35,9 @@ from prefect_flows.deployment import (  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pool", required=True, help="work pool to deploy to (it must exist)")
-    parser.add_argument("--source", default=str(REPO_ROOT), help="where workers get the code: a directory or a git URL")
+    parser.add_argument(
+        "--source", default=str(REPO_ROOT), help="where workers get the code: a directory or a git URL"
+    )
     parser.add_argument("--image", help="an image that contains the code, for Docker or Kubernetes pools")
     args = parser.parse_args(argv)
     try:
@@ -55,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as error:
         sys.exit(f"deploy.py: {error} For a local pool: prefect work-pool create {args.pool} --type process")
-    print(f"Deployed '{flow.name}/{DEPLOYMENT_NAME}' ({deployment_id}) to work pool {args.pool!r}", flush=True)
+    print(
+        f"Deployed '{flow.name}/{DEPLOYMENT_NAME}' ({deployment_id}) to work pool {args.pool!r}", flush=True
+    )
 
 
 if __name__ == "__main__":

@@ -85,5 +85,7 @@ def _positive(environ: Mapping[str, str], name: str, default: float, kind: type)
         value = 0
     if not (value > 0 and math.isfinite(value)):
         unit = "a whole number" if kind is int else "a number of seconds"
-        raise SettingsError(f"{name} must be {unit} greater than 0, not {raw!r}; fix it or unset it (default {default:g})")
+        raise SettingsError(
+            f"{name} must be {unit} greater than 0, not {raw!r}; fix it or unset it (default {default:g})"
+        )
     return value

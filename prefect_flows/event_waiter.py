@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import httpx
@@ -86,6 +86,11 @@ class EventWaiter:
         """Every kept event seen so far, in the order it arrived."""
         return list(self._events.values())
 
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that ended the waiter's background work, if one did (waits raise it too)."""
+        return self._failure
+
     def matching(self, predicate: Predicate) -> list[Event]:
         return [event for event in self._events.values() if predicate(event)]
 
@@ -122,10 +127,12 @@ class EventWaiter:
     async def catch_up(self) -> None:
         """Read the events stored since the previous read (less the overlap), page by page."""
         async with self._read_lock:
-            started = datetime.now(timezone.utc)
+            started = datetime.now(UTC)
             read_filter = self._filter.model_copy(
                 update={
-                    "occurred": EventOccurredFilter(since=self._next_read_since, until=started + timedelta(days=1)),
+                    "occurred": EventOccurredFilter(
+                        since=self._next_read_since, until=started + timedelta(days=1)
+                    ),
                     "order": EventOrder.ASC,
                 }
             )

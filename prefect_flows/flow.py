@@ -12,7 +12,7 @@ table, a summary and a `reconciliation.<outcome>` event.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from prefect import flow, get_run_logger, task
@@ -24,7 +24,16 @@ from prefect.states import Cancelled, Completed, Failed
 from prefect_flows.event_waiter import EventWaiter
 from prefect_flows.reconcile import Verdict, format_duration, overdue, reconcile
 from prefect_flows.report import report
-from prefect_flows.stages import RECONCILIATION, STAGE_EVENTS, STAGES, SUMMARY, Stage, TrackedFile
+from prefect_flows.stages import (
+    BLOB_CREATED,
+    RECONCILIATION,
+    STAGE_EVENTS,
+    STAGES,
+    SUMMARY,
+    TRANSFER,
+    Stage,
+    TrackedFile,
+)
 
 # Stage events stamped up to this long before the kickoff (another machine's clock) still count.
 CLOCK_SKEW = timedelta(seconds=30)
@@ -41,23 +50,33 @@ async def wait_for_stage(
     deadline_at = kicked_off_at + timedelta(seconds=deadline_seconds)
     logger.info(
         "Waiting for the %s event of %s until %s (%s after kickoff)",
-        stage.event, file.file_name, deadline_at.isoformat(timespec="seconds"), format_duration(deadline_seconds),
+        stage.event,
+        file.file_name,
+        deadline_at.isoformat(timespec="seconds"),
+        format_duration(deadline_seconds),
     )
     event = await waiter.wait_for(partial(file.proves, stage), seconds_until(deadline_at))
     waited = format_duration(seconds_since(kicked_off_at))
     if event:
-        logger.info("Seen %s event %s, occurred %s after kickoff", stage.event, event.id,
-                    format_duration((event.occurred - kicked_off_at).total_seconds()))
+        logger.info(
+            "Seen %s event %s, occurred %s after kickoff",
+            stage.event,
+            event.id,
+            format_duration((event.occurred - kicked_off_at).total_seconds()),
+        )
         return Completed(message=f"seen: event {event.id}")
     if seconds_until(deadline_at) <= 0:
-        return Failed(message=f"no {stage.event} event {waited} after kickoff (deadline {format_duration(deadline_seconds)})")
+        deadline = format_duration(deadline_seconds)
+        return Failed(message=f"no {stage.event} event {waited} after kickoff (deadline {deadline})")
     return Cancelled(message=f"stopped waiting after {waited}: another stage is overdue")
 
 
 @task(task_run_name="reconcile counts", cache_policy=NO_CACHE)
 def reconcile_counts(file: TrackedFile, waiter: EventWaiter) -> Verdict:
     """Compare records sent (Summary) with records received (Reconciliation)."""
-    verdict = reconcile(waiter.matching(partial(file.proves, SUMMARY)), waiter.matching(partial(file.proves, RECONCILIATION)))
+    verdict = reconcile(
+        waiter.matching(partial(file.proves, SUMMARY)), waiter.matching(partial(file.proves, RECONCILIATION))
+    )
     get_run_logger().info("%s: %s", verdict.outcome, verdict.message)
     return verdict
 
@@ -68,10 +87,10 @@ async def reconcile_file(
     tracking_id: str,
     kickoff_event_id: str | None = None,
     kicked_off_at: datetime | None = None,
-    transfer_deadline_seconds: float = STAGES[0].default_deadline_seconds,
-    blob_created_deadline_seconds: float = STAGES[1].default_deadline_seconds,
-    summary_deadline_seconds: float = STAGES[2].default_deadline_seconds,
-    reconciliation_deadline_seconds: float = STAGES[3].default_deadline_seconds,
+    transfer_deadline_seconds: float = TRANSFER.default_deadline_seconds,
+    blob_created_deadline_seconds: float = BLOB_CREATED.default_deadline_seconds,
+    summary_deadline_seconds: float = SUMMARY.default_deadline_seconds,
+    reconciliation_deadline_seconds: float = RECONCILIATION.default_deadline_seconds,
 ) -> State:
     """Follow one file through transfer, blob arrival, Summary and Reconciliation, then reconcile.
 
@@ -84,9 +103,13 @@ async def reconcile_file(
     file = TrackedFile(file_name, tracking_id)
     if kicked_off_at is None:
         logger.warning("No kickoff time given (run started by hand?): deadlines count from now")
-    kicked_off_at = as_utc(kicked_off_at or datetime.now(timezone.utc))
-    deadlines = dict(zip(STAGES, (transfer_deadline_seconds, blob_created_deadline_seconds,
-                                  summary_deadline_seconds, reconciliation_deadline_seconds)))
+    kicked_off_at = as_utc(kicked_off_at or datetime.now(UTC))
+    deadlines = {
+        TRANSFER: transfer_deadline_seconds,
+        BLOB_CREATED: blob_created_deadline_seconds,
+        SUMMARY: summary_deadline_seconds,
+        RECONCILIATION: reconciliation_deadline_seconds,
+    }
     seen = {}
     if problems := file.problems():
         verdict = Verdict("invalid", f"cannot follow this file: {'; '.join(problems)}")
@@ -98,7 +121,13 @@ async def reconcile_file(
             logger=logger,
         ) as waiter:
             await follow_stages(file, waiter, kicked_off_at, deadlines)
-            seen = {stage: proofs[0] for stage in STAGES if (proofs := waiter.matching(partial(file.proves, stage)))}
+            if waiter.failure:
+                raise waiter.failure
+            seen = {
+                stage: proofs[0]
+                for stage in STAGES
+                if (proofs := waiter.matching(partial(file.proves, stage)))
+            }
             missing = {stage: deadlines[stage] for stage in STAGES if stage not in seen}
             if missing:
                 verdict = overdue(missing, seconds_since(kicked_off_at))
@@ -123,20 +152,26 @@ async def follow_stages(
     }
     pending = set(runs)
     while pending:
-        done, pending = await asyncio.wait(pending, timeout=PROGRESS_LOG_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait(
+            pending, timeout=PROGRESS_LOG_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
         if not done:
             still = ", ".join(runs[run].event for run in pending)
-            logger.info("Still waiting for %s (%s after kickoff)", still, format_duration(seconds_since(kicked_off_at)))
+            logger.info(
+                "Still waiting for %s (%s after kickoff)",
+                still,
+                format_duration(seconds_since(kicked_off_at)),
+            )
         if any(not run.result().is_completed() for run in done):
             waiter.stop()
 
 
 def as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def seconds_since(moment: datetime) -> float:
-    return (datetime.now(timezone.utc) - moment).total_seconds()
+    return (datetime.now(UTC) - moment).total_seconds()
 
 
 def seconds_until(moment: datetime) -> float:

@@ -62,7 +62,9 @@ def agreed_count(stage: Stage, events: list[Event]) -> tuple[int | None, list[st
             counts.setdefault(count, []).append(str(event.id))
     if len(counts) > 1:
         stated = ", ".join(f"{count} (event {', '.join(ids)})" for count, ids in sorted(counts.items()))
-        problems.append(f"{len(events)} {event_name} events for this trackingId disagree on {label}: {stated}")
+        problems.append(
+            f"{len(events)} {event_name} events for this trackingId disagree on {label}: {stated}"
+        )
     if problems:
         return None, problems
     if not counts:
@@ -87,8 +89,12 @@ def overdue(missing: dict[Stage, float], waited_seconds: float) -> Verdict:
     Args:
         missing: each stage not seen, with its deadline in seconds after kickoff.
     """
-    stages = ", ".join(f"{stage.event} (deadline {format_duration(deadline)})" for stage, deadline in missing.items())
-    return Verdict("overdue", f"overdue: waited {format_duration(waited_seconds)} after kickoff, never saw {stages}")
+    stages = ", ".join(
+        f"{stage.event} (deadline {format_duration(deadline)})" for stage, deadline in missing.items()
+    )
+    return Verdict(
+        "overdue", f"overdue: waited {format_duration(waited_seconds)} after kickoff, never saw {stages}"
+    )
 
 
 def format_duration(seconds: float) -> str:

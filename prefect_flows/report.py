@@ -26,27 +26,34 @@ def artifact_key(tracking_id: str, kind: str) -> str:
     return f"file-{slug}-{kind}"
 
 
-def stage_rows(kickoff_event_id: str | None, kicked_off_at: datetime, seen: dict[Stage, Event]) -> list[dict[str, str]]:
+def stage_rows(
+    kickoff_event_id: str | None, kicked_off_at: datetime, seen: dict[Stage, Event]
+) -> list[dict[str, str]]:
     """One row per step (kickoff first): the event that proved it, when, and how long after kickoff."""
-    rows = [{
-        "stage": "kickoff",
-        "event id": kickoff_event_id or "- (run started by hand)",
-        "occurred": kicked_off_at.isoformat(timespec="seconds"),
-        "after kickoff": format_duration(0),
-    }]
+
+    def row(name: str, event_id: str, occurred: datetime | None) -> dict[str, str]:
+        if occurred is None:
+            return {"stage": name, "event id": event_id, "occurred": "not seen", "after kickoff": "-"}
+        return {
+            "stage": name,
+            "event id": event_id,
+            "occurred": occurred.isoformat(timespec="seconds"),
+            "after kickoff": format_duration((occurred - kicked_off_at).total_seconds()),
+        }
+
+    rows = [row("kickoff", kickoff_event_id or "- (run started by hand)", kicked_off_at)]
     for stage in STAGES:
         event = seen.get(stage)
-        rows.append({
-            "stage": stage.event,
-            "event id": str(event.id) if event else "-",
-            "occurred": event.occurred.isoformat(timespec="seconds") if event else "not seen",
-            "after kickoff": format_duration((event.occurred - kicked_off_at).total_seconds()) if event else "-",
-        })
+        rows.append(row(stage.event, str(event.id), event.occurred) if event else row(stage.event, "-", None))
     return rows
 
 
 async def report(
-    file: TrackedFile, kickoff_event_id: str | None, kicked_off_at: datetime, seen: dict[Stage, Event], verdict: Verdict
+    file: TrackedFile,
+    kickoff_event_id: str | None,
+    kicked_off_at: datetime,
+    seen: dict[Stage, Event],
+    verdict: Verdict,
 ) -> None:
     """Create the stage table and summary artifacts (keyed by trackingId) and emit the outcome event."""
     rows = stage_rows(kickoff_event_id, kicked_off_at, seen)

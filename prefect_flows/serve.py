@@ -17,10 +17,10 @@ from pathlib import Path
 # `python prefect_flows/serve.py` puts prefect_flows/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prefect import serve  # noqa: E402
+from prefect import serve
 
-from prefect_flows.deployment import DEPLOYMENT_NAME, FlowSettings, SettingsError, kickoff_trigger  # noqa: E402
-from prefect_flows.flow import reconcile_file  # noqa: E402
+from prefect_flows.deployment import DEPLOYMENT_NAME, FlowSettings, SettingsError, kickoff_trigger
+from prefect_flows.flow import reconcile_file
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 from prefect.events.schemas.events import Event
 
+
 @dataclass(frozen=True)
 class Stage:
     """One step of a file's journey: the event that proves it and how long it may take."""
@@ -22,7 +23,9 @@ class Stage:
 TRANSFER = Stage("transfer", "transfer_deadline_seconds", 3600)
 BLOB_CREATED = Stage("Microsoft.Storage.BlobCreated", "blob_created_deadline_seconds", 5400)
 SUMMARY = Stage("Summary", "summary_deadline_seconds", 7200, count_label="totalRecordsSent")
-RECONCILIATION = Stage("Reconciliation", "reconciliation_deadline_seconds", 10800, count_label="totalRecordsReceived")
+RECONCILIATION = Stage(
+    "Reconciliation", "reconciliation_deadline_seconds", 10800, count_label="totalRecordsReceived"
+)
 STAGES = (TRANSFER, BLOB_CREATED, SUMMARY, RECONCILIATION)
 STAGE_EVENTS = [stage.event for stage in STAGES]
 
@@ -36,8 +39,11 @@ class TrackedFile:
 
     def problems(self) -> list[str]:
         """What makes this kickoff impossible to follow (empty when it is fine)."""
-        missing = [label for label, value in (("file_name", self.file_name), ("trackingId", self.tracking_id))
-                   if not value.strip()]
+        missing = [
+            label
+            for label, value in (("file_name", self.file_name), ("trackingId", self.tracking_id))
+            if not value.strip()
+        ]
         return [f"the kickoff event has no {label} label (or it is empty)" for label in missing]
 
     def proves(self, stage: Stage, event: Event) -> bool:

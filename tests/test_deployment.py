@@ -22,23 +22,28 @@ def test_unset_settings_give_a_fast_poll_a_laptop_limit_and_batch_deadlines():
 
 
 def test_each_setting_is_read_from_its_one_variable():
-    settings = FlowSettings.from_env({
-        "FLOW_POLL_SECONDS": "0.25",
-        "FLOW_RUN_LIMIT": "50",
-        "FLOW_SUMMARY_DEADLINE_SECONDS": "90",
-    })
+    settings = FlowSettings.from_env(
+        {
+            "FLOW_POLL_SECONDS": "0.25",
+            "FLOW_RUN_LIMIT": "50",
+            "FLOW_SUMMARY_DEADLINE_SECONDS": "90",
+        }
+    )
     assert (settings.poll_seconds, settings.run_limit) == (0.25, 50)
     assert settings.deadlines["summary_deadline_seconds"] == 90
     assert settings.deadlines["transfer_deadline_seconds"] == 3600
 
 
-@pytest.mark.parametrize("name, value", [
-    ("FLOW_RUN_LIMIT", "2.5"),
-    ("FLOW_RUN_LIMIT", "0"),
-    ("FLOW_POLL_SECONDS", "fast"),
-    ("FLOW_RECONCILIATION_DEADLINE_SECONDS", "-1"),
-    ("FLOW_TRANSFER_DEADLINE_SECONDS", "nan"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("FLOW_RUN_LIMIT", "2.5"),
+        ("FLOW_RUN_LIMIT", "0"),
+        ("FLOW_POLL_SECONDS", "fast"),
+        ("FLOW_RECONCILIATION_DEADLINE_SECONDS", "-1"),
+        ("FLOW_TRANSFER_DEADLINE_SECONDS", "nan"),
+    ],
+)
 def test_a_bad_setting_is_named_with_its_value(name, value):
     with pytest.raises(SettingsError, match=f"^{name} must be .* greater than 0, not '{value}'"):
         FlowSettings.from_env({name: value})
@@ -47,7 +52,10 @@ def test_a_bad_setting_is_named_with_its_value(name, value):
 def test_the_kickoff_trigger_is_the_original_one_plus_the_kickoff_id_and_time():
     trigger = kickoff_trigger()
     assert trigger.name == "Kickoff"
-    assert trigger.match.model_dump() == {"prefect.resource.id": "prefect.webhook.mainframe", "stage": "on-prem"}
+    assert trigger.match.model_dump() == {
+        "prefect.resource.id": "prefect.webhook.mainframe",
+        "stage": "on-prem",
+    }
     assert trigger.parameters == {
         "file_name": "{{ event.resource.file_name }}",
         "tracking_id": "{{ event.resource.trackingId }}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prefect.events.filters import EventFilter, EventNameFilter
@@ -23,7 +23,9 @@ FLUSH_SECONDS = 3
 @pytest.fixture(scope="module")
 def slow_server(start_prefect_server):
     """A private server whose event persister flushes every 3 s, as a busy one may."""
-    server = start_prefect_server(extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": str(FLUSH_SECONDS)})
+    server = start_prefect_server(
+        extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": str(FLUSH_SECONDS)}
+    )
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield server
 
@@ -35,13 +37,20 @@ def name() -> str:
 
 
 def make_events(name: str, count: int) -> list[dict]:
-    occurred = datetime.now(timezone.utc).isoformat()
-    return [{"id": str(uuid.uuid4()), "occurred": occurred, "event": name,
-             "resource": {"prefect.resource.id": f"test.thing.{n}"}} for n in range(count)]
+    occurred = datetime.now(UTC).isoformat()
+    return [
+        {
+            "id": str(uuid.uuid4()),
+            "occurred": occurred,
+            "event": name,
+            "resource": {"prefect.resource.id": f"test.thing.{n}"},
+        }
+        for n in range(count)
+    ]
 
 
 def waiter_for(name: str, **options) -> EventWaiter:
-    since = datetime.now(timezone.utc) - timedelta(minutes=1)
+    since = datetime.now(UTC) - timedelta(minutes=1)
     return EventWaiter(EventFilter(event=EventNameFilter(name=[name])), since=since, **options)
 
 
@@ -128,7 +137,9 @@ async def test_an_event_streamed_while_waiting_is_handed_over_once(slow_server, 
         assert [str(seen.id) for seen in waiter.events].count(event["id"]) == 1
 
 
-async def test_an_event_published_just_before_subscribing_and_stored_later_is_found_by_a_reread(slow_server, name):
+async def test_an_event_published_just_before_subscribing_and_stored_later_is_found_by_a_reread(
+    slow_server, name
+):
     # Published before the subscription exists, so not streamed; stored up to 3 s later, so not
     # in the first read either. Only a later read can find it.
     event = make_events(name, 1)[0]
@@ -165,3 +176,17 @@ async def test_waiting_ends_with_none_at_the_timeout_or_when_stopped(slow_server
         await asyncio.sleep(0)
         waiter.stop()
         assert await asyncio.wait_for(waiting, 5) is None
+
+
+async def test_an_error_in_the_background_fails_the_waits_at_once_instead_of_at_their_timeout(
+    slow_server, name
+):
+    def broken(event) -> bool:
+        raise LookupError("the predicate has a bug")
+
+    event = make_events(name, 1)[0]
+    post_events(slow_server.api_url, [event])
+    async with waiter_for(name, keep=broken, reread_seconds=0.5) as waiter:
+        with pytest.raises(LookupError, match="the predicate has a bug"):
+            await waiter.wait_for(with_id(event["id"]), timeout=60)
+        assert isinstance(waiter.failure, LookupError)

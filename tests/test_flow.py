@@ -70,8 +70,11 @@ class TrackedRun:
 
     def outcome_event(self, outcome: str) -> dict[str, Any]:
         def emitted() -> list[dict[str, Any]]:
-            return read_events(self.api_url, [f"reconciliation.{outcome}"],
-                               resource={"labels": {"file_name": [self.file_name]}})
+            return read_events(
+                self.api_url,
+                [f"reconciliation.{outcome}"],
+                resource={"labels": {"file_name": [self.file_name]}},
+            )
 
         return wait_until(emitted, 30, f"the reconciliation.{outcome} event of {self.file_name}")[0]
 
@@ -100,15 +103,24 @@ def test_a_file_whose_counts_match_completes_and_leaves_its_stage_table_and_even
     assert event["payload"]["totalRecordsSent"] == event["payload"]["totalRecordsReceived"] == 123
 
     api = file.api_url
-    [table] = post_json(f"{api}/artifacts/filter",
-                        {"artifacts": {"key": {"any_": [artifact_key(file.tracking_id, "stages")]}}})
+    [table] = post_json(
+        f"{api}/artifacts/filter",
+        {"artifacts": {"key": {"any_": [artifact_key(file.tracking_id, "stages")]}}},
+    )
     rows = json.loads(table["data"])
-    assert [row["stage"] for row in rows] == ["kickoff", "transfer", "Microsoft.Storage.BlobCreated", "Summary",
-                                              "Reconciliation"]
+    assert [row["stage"] for row in rows] == [
+        "kickoff",
+        "transfer",
+        "Microsoft.Storage.BlobCreated",
+        "Summary",
+        "Reconciliation",
+    ]
     assert rows[0]["event id"] == file.kickoff["id"]
     assert all(row["event id"] != "-" for row in rows)
-    [summary] = post_json(f"{api}/artifacts/filter",
-                          {"artifacts": {"key": {"any_": [artifact_key(file.tracking_id, "summary")]}}})
+    [summary] = post_json(
+        f"{api}/artifacts/filter",
+        {"artifacts": {"key": {"any_": [artifact_key(file.tracking_id, "summary")]}}},
+    )
     assert "123 records sent, 123 received" in summary["data"]
 
 
@@ -126,7 +138,9 @@ def test_a_file_whose_reconciliation_never_comes_fails_by_its_deadline_naming_it
     file.send(*file.stages(10, 10)[:3])
     state, message = file.outcome()
     assert state == "FAILED"
-    assert re.fullmatch(r"overdue: waited \d+\.\d s after kickoff, never saw Reconciliation \(deadline 15\.0 s\)", message)
+    assert re.fullmatch(
+        r"overdue: waited \d+\.\d s after kickoff, never saw Reconciliation \(deadline 15\.0 s\)", message
+    )
     assert file.outcome_event("overdue")["payload"]["message"] == message
     logs = post_json(f"{file.api_url}/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}})
     assert any(f"Waiting for the Reconciliation event of {file.file_name}" in log["message"] for log in logs)
@@ -166,10 +180,13 @@ def test_two_summaries_with_different_counts_fail_as_a_conflict(file):
     file.run({"RUNNING"})
     file.send(transfer, blob, first, second)
     file.send(reconciliation)
-    assert file.outcome() == ("FAILED", (
-        f"2 Summary events for this trackingId disagree on totalRecordsSent: "
-        f"100 (event {first['id']}), 101 (event {second['id']})"
-    ))
+    assert file.outcome() == (
+        "FAILED",
+        (
+            f"2 Summary events for this trackingId disagree on totalRecordsSent: "
+            f"100 (event {first['id']}), 101 (event {second['id']})"
+        ),
+    )
     file.outcome_event("invalid")
 
 
@@ -177,7 +194,9 @@ def test_a_count_that_is_not_an_integer_fails_saying_so(file):
     *others, reconciliation = file.stages(12, "12x")
     file.kick_off(*others, reconciliation)
     assert file.outcome() == (
-        "FAILED", f"Reconciliation event {reconciliation['id']} has totalRecordsReceived '12x', which is not a whole number"
+        "FAILED",
+        f"Reconciliation event {reconciliation['id']} has totalRecordsReceived '12x', "
+        "which is not a whole number",
     )
 
 
@@ -193,15 +212,23 @@ def test_another_files_events_do_not_count(file, flow_server):
 def test_a_kickoff_without_tracking_id_fails_at_once(file):
     file.kick_off(tracking_id="")
     assert file.outcome(timeout=60) == (
-        "FAILED", "cannot follow this file: the kickoff event has no trackingId label (or it is empty)"
+        "FAILED",
+        "cannot follow this file: the kickoff event has no trackingId label (or it is empty)",
     )
 
 
 def test_a_run_started_by_hand_stops_at_the_first_missed_deadline_naming_every_missing_stage(file):
     api = file.api_url
-    run = post_json(f"{api}/deployments/{file.server.deployment()['id']}/create_flow_run", {
-        "parameters": {"file_name": file.file_name, "tracking_id": file.tracking_id, "transfer_deadline_seconds": 3},
-    })
+    run = post_json(
+        f"{api}/deployments/{file.server.deployment()['id']}/create_flow_run",
+        {
+            "parameters": {
+                "file_name": file.file_name,
+                "tracking_id": file.tracking_id,
+                "transfer_deadline_seconds": 3,
+            },
+        },
+    )
 
     def finished() -> dict[str, Any] | None:
         current = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()

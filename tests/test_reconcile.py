@@ -17,7 +17,11 @@ def receipt(count: int | str) -> Event:
 
 def test_equal_counts_match():
     verdict = reconcile([summary(123)], [receipt("123")])
-    assert (verdict.outcome, verdict.message, verdict.succeeded) == ("matched", "123 records sent, 123 received", True)
+    assert (verdict.outcome, verdict.message, verdict.succeeded) == (
+        "matched",
+        "123 records sent, 123 received",
+        True,
+    )
 
 
 def test_counts_compare_as_integers_not_strings():
@@ -35,7 +39,10 @@ def test_a_count_that_is_not_a_whole_number_is_invalid_and_named():
     bad = receipt("12x")
     verdict = reconcile([summary(12)], [bad])
     assert verdict.outcome == "invalid"
-    assert verdict.message == f"Reconciliation event {bad.id} has totalRecordsReceived '12x', which is not a whole number"
+    assert (
+        verdict.message
+        == f"Reconciliation event {bad.id} has totalRecordsReceived '12x', which is not a whole number"
+    )
     for raw in ("", "-3", "1.5", "1e3"):
         assert reconcile([summary(raw)], [receipt(1)]).outcome == "invalid"
 
@@ -75,4 +82,10 @@ def test_overdue_names_every_missing_stage_and_how_long_it_waited():
 
 
 def test_durations_read_at_a_glance():
-    assert [format_duration(s) for s in (0, 12.34, 65, 7325, -2)] == ["0.0 s", "12.3 s", "1 min 05 s", "2 h 02 min", "-2.0 s"]
+    assert [format_duration(s) for s in (0, 12.34, 65, 7325, -2)] == [
+        "0.0 s",
+        "12.3 s",
+        "1 min 05 s",
+        "2 h 02 min",
+        "-2.0 s",
+    ]

@@ -51,7 +51,10 @@ def test_a_restarted_serve_resumes_its_paused_deployment_and_runs_kickoffs_sent_
 
         flow.start()
         assert flow.deployment()["paused"] is False
-        assert final_state(api, deployment["id"], kickoff_id, timeout=90) == ("COMPLETED", "8 records sent, 8 received")
+        assert final_state(api, deployment["id"], kickoff_id, timeout=90) == (
+            "COMPLETED",
+            "8 records sent, 8 received",
+        )
     finally:
         flow.stop()
         flow.remove_deployment()
@@ -96,7 +99,10 @@ def test_a_deployed_flow_runs_kickoffs_on_a_process_worker(private_server, servi
     ).start()
     try:
         kickoff_id = post_file(api, 3, 2)
-        assert final_state(api, deployment["id"], kickoff_id, timeout=120) == ("FAILED", "sent 3, received 2 (1 missing)")
+        assert final_state(api, deployment["id"], kickoff_id, timeout=120) == (
+            "FAILED",
+            "sent 3, received 2 (1 missing)",
+        )
     finally:
         worker.stop()
         flow.remove_deployment()

@@ -3,7 +3,7 @@
 from prefect.events.schemas.events import Event
 
 from devstack import pipeline_events
-from prefect_flows.stages import BLOB_CREATED, RECONCILIATION, STAGES, SUMMARY, TRANSFER, TrackedFile
+from prefect_flows.stages import BLOB_CREATED, RECONCILIATION, STAGES, TrackedFile
 
 FILE = TrackedFile("daily-sales.csv", "T-1")
 
@@ -59,7 +59,6 @@ def test_a_kickoff_without_tracking_id_or_file_name_is_reported():
     ]
 
 
-def test_the_stages_are_the_pipeline_in_order_with_growing_deadlines():
-    assert [stage.event for stage in STAGES] == [TRANSFER.event, BLOB_CREATED.event, SUMMARY.event, RECONCILIATION.event]
+def test_later_stages_get_later_default_deadlines():
     deadlines = [stage.default_deadline_seconds for stage in STAGES]
-    assert deadlines == sorted(deadlines)
+    assert deadlines == sorted(deadlines) and len(set(deadlines)) == len(STAGES)
