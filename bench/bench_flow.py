@@ -45,7 +45,7 @@ from devstack.flow_runs import FINAL_STATES, runs_by_kickoff, timestamp, wait_fo
 from devstack.flow_server import FlowServer
 from devstack.processes import wait_until
 from devstack.services import REPO_ROOT, PrefectServer
-from prefect_flows.deployment import deadline_setting
+from prefect_flows.deployment import FlowSettings, deadline_setting
 from prefect_flows.stages import STAGES
 
 TARGETS = {"reconciliation_to_final_p50_s": 1.0, "kickoff_to_running_p50_s": 2.5, "wrong_outcomes": 0}
@@ -138,13 +138,13 @@ class Planned:
 class FlowBench:
     """A Prefect server and serve.py of the benchmark's own, and files driven through them."""
 
-    def __init__(self, work_dir: Path, files: int, deadline: float) -> None:
+    def __init__(self, work_dir: Path, run_limit: int, deadline: float) -> None:
         self.work_dir = work_dir
         self.deadline = deadline
         self.server = PrefectServer(work_dir / "prefect", work_dir / "logs")
-        self.run_limit = files + 5
+        self.run_limit = run_limit
         self.flow: FlowServer | None = None
-        self.http = httpx.Client(timeout=30)
+        self.http = httpx.Client(timeout=60)
 
     @property
     def api(self) -> str:
@@ -165,16 +165,16 @@ class FlowBench:
     def run(self, kickoff: dict[str, Any], states: set[str], timeout: float) -> dict[str, Any]:
         return wait_for_run(self.api, self.deployment_id, kickoff["id"], states, timeout)
 
-    def stage_tasks(self, run_ids: list[str], state: str) -> int:
-        response = self.http.post(
-            f"{self.api}/task_runs/count",
-            json={
-                "flow_runs": {"id": {"any_": run_ids}},
-                "task_runs": {"state": {"type": {"any_": [state]}}, "name": {"like_": "wait for"}},
-            },
-        )
+    def count(self, kind: str, body: dict[str, Any]) -> int:
+        """How many flow or task runs match `body` (POST /<kind>/count)."""
+        response = self.http.post(f"{self.api}/{kind}/count", json=body)
         response.raise_for_status()
         return response.json()
+
+    def stage_waits(self, scope: dict[str, Any], state: str) -> int:
+        """How many `wait for <stage>` task runs are in `state` among the flow runs `scope` selects."""
+        name_and_state = {"name": {"like_": "wait for"}, "state": {"type": {"any_": [state]}}}
+        return self.count("task_runs", {**scope, "task_runs": name_and_state})
 
     def one_at_a_time(self, count: int, label: str) -> tuple[list[float], list[float]]:
         """(kickoff -> Running, Reconciliation -> final) for `count` files, one after the other."""
@@ -186,8 +186,9 @@ class FlowBench:
             run = self.run(kickoff, {"RUNNING"}, 120)
             to_running.append(since(kickoff, run["start_time"]))
             self.post(events.stages(file_name, tracking_id, 1000 + n, 1000 + n)[:3])
+            scope = {"flow_runs": {"id": {"any_": [run["id"]]}}}
             wait_until(
-                lambda run_id=run["id"]: self.stage_tasks([run_id], "COMPLETED") == 3,
+                lambda scope=scope: self.stage_waits(scope, "COMPLETED") == 3,
                 60,
                 "the first three stages to be seen",
             )
@@ -206,7 +207,11 @@ class FlowBench:
         return to_running, to_final
 
     def concurrent(self, count: int) -> dict[str, Any]:
-        """`count` files in flight at once; memory while all wait; every outcome checked."""
+        """`count` files in flight at once; memory while the runner is full; every outcome checked.
+
+        Runs beyond FLOW_RUN_LIMIT wait as Scheduled and start as others finish, reading what
+        already happened, so every file must still end right.
+        """
         kinds = ("matched",) * 6 + ("mismatched",) * 2 + ("invalid", "overdue")
         files = [
             Planned(f"concurrent-{n}.csv", str(uuid.uuid4()), 500 + n, kinds[n % len(kinds)])
@@ -215,21 +220,22 @@ class FlowBench:
         started = time.monotonic()
         kickoffs = {file.tracking_id: events.kickoff(file.file_name, file.tracking_id) for file in files}
         self.post(list(kickoffs.values()))
-        progress(f"{count} kickoffs posted; waiting for {count} runs to wait on their stages")
-        run_ids: list[str] = []
-
-        def all_waiting() -> bool:
-            runs = runs_by_kickoff(self.api, self.deployment_id)
-            run_ids[:] = [runs[kickoff["id"]]["id"] for kickoff in kickoffs.values() if kickoff["id"] in runs]
-            return len(run_ids) == count and self.stage_tasks(run_ids, "RUNNING") == 4 * count
-
-        wait_until(all_waiting, 60 + 5 * count, f"all {count} runs to wait on their four stages", interval=1)
+        waiting_runs = min(count, self.run_limit)
+        progress(f"{count} kickoffs posted; waiting for {waiting_runs} runs to wait on their stages")
+        mine = {"deployments": {"id": {"any_": [self.deployment_id]}}}
+        running = {**mine, "flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}
+        wait_until(
+            lambda: self.stage_waits(running, "RUNNING") == 4 * waiting_runs,
+            60 + 5 * waiting_runs,
+            f"{waiting_runs} runs to wait on their four stages",
+            interval=2,
+        )
         waiting_after = time.monotonic() - started
         runs_pss = [pss_kib(pid) for pid in descendants(self.flow.process.pid)]
         server_pids = [self.server.process.pid, *descendants(self.server.process.pid)]
         memory = emit(
             "memory_per_waiting_run",
-            waiting_runs=count,
+            waiting_runs=waiting_runs,
             processes=len(runs_pss),
             mean_pss_mib=round(statistics.mean(runs_pss) / 1024, 1),
             max_pss_mib=round(max(runs_pss) / 1024, 1),
@@ -244,12 +250,21 @@ class FlowBench:
             f"stage events posted; waiting for {count} outcomes (overdue ones after {self.deadline:g} s)"
         )
 
-        def all_final() -> dict[str, dict[str, Any]] | None:
-            runs = runs_by_kickoff(self.api, self.deployment_id)
-            mine = {tracking_id: runs.get(kickoff["id"]) for tracking_id, kickoff in kickoffs.items()}
-            return mine if all(run and run["state_type"] in FINAL_STATES for run in mine.values()) else None
-
-        final = wait_until(all_final, self.deadline + 60 + 3 * count, f"all {count} outcomes", interval=1)
+        finished = {
+            **mine,
+            "flow_runs": {
+                "name": {"like_": "concurrent-"},
+                "state": {"type": {"any_": sorted(FINAL_STATES)}},
+            },
+        }
+        wait_until(
+            lambda: self.count("flow_runs", finished) == count,
+            self.deadline + 60 + 3 * count,
+            f"all {count} outcomes",
+            interval=2,
+        )
+        runs = runs_by_kickoff(self.api, self.deployment_id)
+        final = {tracking_id: runs[kickoff["id"]] for tracking_id, kickoff in kickoffs.items()}
         wrong, latencies = [], []
         for file in files:
             run, posted = final[file.tracking_id], stages[file.tracking_id]
@@ -267,10 +282,11 @@ class FlowBench:
         return emit(
             "concurrent_files",
             files=count,
+            run_limit=self.run_limit,
             wrong_outcomes=len(wrong),
             wrong=wrong[:5],
             outcomes={kind: sum(file.kind == kind for file in files) for kind in dict.fromkeys(kinds)},
-            all_waiting_after_s=round(waiting_after, 1),
+            runner_full_after_s=round(waiting_after, 1),
             total_s=round(time.monotonic() - started, 1),
             reconciliation_to_final_under_load=spread(latencies),
             memory_mean_pss_mib=memory["mean_pss_mib"],
@@ -286,18 +302,24 @@ class FlowBench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=50, help="files in flight at once (N)")
+    parser.add_argument(
+        "--run-limit",
+        type=int,
+        default=FlowSettings().run_limit,
+        help="FLOW_RUN_LIMIT: runs waiting at once (a SQLite Prefect server stalls above ~30)",
+    )
     parser.add_argument("--sequential", type=int, default=20, help="files measured one at a time")
     parser.add_argument("--reference", type=int, default=5, help="files measured with the default 10 s poll")
     parser.add_argument(
         "--deadline",
         type=float,
-        help="every stage's deadline in seconds (default 60 + 3 per file: all N runs must be "
-        "waiting before the stage events are sent, or they would rightly be overdue)",
+        help="every stage's deadline in seconds (default 60 + 3 per waiting run: those runs must all "
+        "be waiting before the stage events are sent, or they would rightly be overdue)",
     )
     args = parser.parse_args()
-    args.deadline = args.deadline or 60 + 3 * args.files
+    args.deadline = args.deadline or 60 + 3 * min(args.files, args.run_limit)
     work_dir = REPO_ROOT / ".local" / "bench" / f"flow-{time.strftime('%Y%m%d-%H%M%S')}"
-    bench = FlowBench(work_dir, args.files, args.deadline)
+    bench = FlowBench(work_dir, args.run_limit, args.deadline)
     progress(f"starting a Prefect server and serve.py (logs in {work_dir / 'logs'})")
     try:
         bench.server.start()

@@ -27,7 +27,7 @@ def read_deployment(api_url: str, flow_name: str, deployment_name: str) -> dict[
 def runs_by_kickoff(api_url: str, deployment_id: str) -> dict[str, dict[str, Any]]:
     """The deployment's flow runs keyed by the kickoff event that started them."""
     runs: dict[str, dict[str, Any]] = {}
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=60) as client:
         for offset in range(0, 100 * PAGE, PAGE):
             response = client.post(
                 f"{api_url}/flow_runs/filter",

@@ -31,6 +31,7 @@ class FlowServer:
     log_dir: Path
     settings: dict[str, str] = field(default_factory=dict)
     name: str = "flow-server"
+    cwd: Path = REPO_ROOT
     process: ManagedProcess | None = None
 
     def start(self, timeout: float = 90.0) -> FlowServer:
@@ -38,10 +39,11 @@ class FlowServer:
         started = datetime.now(UTC)
         self.process = ManagedProcess(
             self.name,
-            [sys.executable, "prefect_flows/serve.py"],
+            # From the repository root: `python prefect_flows/serve.py`, as the README says.
+            [sys.executable, os.path.relpath(REPO_ROOT / "prefect_flows" / "serve.py", self.cwd)],
             self.log_dir / f"{self.name}.log",
             env={**os.environ, **self.prefect.client_env(), **self.settings},
-            cwd=REPO_ROOT,
+            cwd=self.cwd,
         ).start()
         self.process.wait_healthy(lambda: self._polled_since(started), timeout)
         return self

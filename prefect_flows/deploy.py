@@ -21,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # `python prefect_flows/deploy.py` puts prefect_flows/ on sys.path, not the repository root.
 sys.path.insert(0, str(REPO_ROOT))
 
+import httpx  # noqa: E402
 from prefect import Flow  # noqa: E402
 
 from prefect_flows.deployment import (  # noqa: E402
@@ -28,6 +29,7 @@ from prefect_flows.deployment import (  # noqa: E402
     ENTRYPOINT,
     FlowSettings,
     SettingsError,
+    api_url,
     kickoff_trigger,
 )
 
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image", help="an image that contains the code, for Docker or Kubernetes pools")
     args = parser.parse_args(argv)
     try:
+        url = api_url()
         settings = FlowSettings.from_env()
     except SettingsError as error:
         sys.exit(f"deploy.py: {error}")
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
             triggers=[kickoff_trigger()],
             parameters=settings.deadlines,
         )
+    except httpx.ConnectError as error:
+        sys.exit(f"deploy.py: cannot reach the Prefect API at {url} ({error}); is the server running?")
     except ValueError as error:
         sys.exit(f"deploy.py: {error} For a local pool: prefect work-pool create {args.pool} --type process")
     print(

@@ -12,10 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prefect.events import DeploymentEventTrigger
+from prefect.settings import PREFECT_API_URL
 
 from prefect_flows.stages import STAGES
 
 DEPLOYMENT_NAME = "Event Driven Flow"
+# A Prefect server on SQLite serves at most 100 requests at once, and every open websocket holds
+# one: a waiting run holds two or three (its event stream, Prefect's event sender). Measured
+# here: the server stopped answering at about 33 waiting runs.
+SQLITE_SAFE_RUN_LIMIT = 25
 ENTRYPOINT = "prefect_flows/flow.py:reconcile_file"
 
 
@@ -44,6 +49,17 @@ def kickoff_trigger() -> DeploymentEventTrigger:
     )
 
 
+def api_url() -> str:
+    """The Prefect API to register with; without one Prefect would quietly start a throwaway server."""
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise SettingsError(
+            "PREFECT_API_URL is not set: point it at your Prefect server "
+            "(e.g. http://127.0.0.1:4200/api) or Prefect Cloud workspace"
+        )
+    return url
+
+
 def deadline_setting(parameter: str) -> str:
     """`transfer_deadline_seconds` -> `FLOW_TRANSFER_DEADLINE_SECONDS`."""
     return f"FLOW_{parameter.upper()}"
@@ -55,7 +71,7 @@ class FlowSettings:
 
     # The runner polls every 10 s by default; a kickoff should start a run within ~2 s.
     poll_seconds: float = 0.5
-    # Each waiting run is a process of ~75 MiB: 20 fit a laptop.
+    # Each waiting run is a process of ~76 MiB and holds websockets: 20 fit a laptop and SQLite.
     run_limit: int = 20
     deadlines: dict[str, float] = field(
         default_factory=lambda: {stage.deadline_parameter: stage.default_deadline_seconds for stage in STAGES}
@@ -73,6 +89,16 @@ class FlowSettings:
                 for parameter, seconds in defaults.deadlines.items()
             },
         )
+
+    def warnings(self) -> list[str]:
+        """What in these settings is likely to hurt, for serve.py to say at start."""
+        if self.run_limit <= SQLITE_SAFE_RUN_LIMIT:
+            return []
+        return [
+            f"FLOW_RUN_LIMIT={self.run_limit}: a Prefect server on SQLite stops answering at about 30 "
+            f"waiting runs (each holds websockets while it waits); run Prefect on PostgreSQL or keep "
+            f"FLOW_RUN_LIMIT at {SQLITE_SAFE_RUN_LIMIT} or less."
+        ]
 
 
 def _positive(environ: Mapping[str, str], name: str, default: float, kind: type) -> float:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from devstack.processes import free_port
 from devstack.services import REPO_ROOT
 from prefect_flows.deployment import FlowSettings, SettingsError, kickoff_trigger
 
@@ -32,6 +33,13 @@ def test_each_setting_is_read_from_its_one_variable():
     assert (settings.poll_seconds, settings.run_limit) == (0.25, 50)
     assert settings.deadlines["summary_deadline_seconds"] == 90
     assert settings.deadlines["transfer_deadline_seconds"] == 3600
+
+
+def test_a_run_limit_a_sqlite_server_cannot_carry_is_warned_about():
+    assert FlowSettings.from_env({"FLOW_RUN_LIMIT": "25"}).warnings() == []
+    [warning] = FlowSettings.from_env({"FLOW_RUN_LIMIT": "50"}).warnings()
+    assert warning.startswith("FLOW_RUN_LIMIT=50: a Prefect server on SQLite stops answering")
+    assert "PostgreSQL" in warning
 
 
 @pytest.mark.parametrize(
@@ -64,14 +72,33 @@ def test_the_kickoff_trigger_is_the_original_one_plus_the_kickoff_id_and_time():
     }
 
 
-def test_serve_py_refuses_a_bad_setting_before_touching_prefect():
-    result = subprocess.run(
+def serve(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run serve.py with `env` over a Prefect home of its own (no profile to fall back on)."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    return subprocess.run(
         [sys.executable, "prefect_flows/serve.py"],
         cwd=REPO_ROOT,
-        env={**os.environ, "FLOW_RUN_LIMIT": "many", "PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        env={**environ, "PREFECT_HOME": str(tmp_path), **env},
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_serve_py_refuses_a_bad_setting_before_touching_prefect(tmp_path):
+    result = serve(tmp_path, FLOW_RUN_LIMIT="many", PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api")
     assert result.returncode == 1
     assert "serve.py: FLOW_RUN_LIMIT must be a whole number greater than 0, not 'many'" in result.stderr
+
+
+def test_serve_py_without_an_api_url_says_what_to_set_instead_of_serving_a_throwaway_server(tmp_path):
+    result = serve(tmp_path)
+    assert result.returncode == 1
+    assert "serve.py: PREFECT_API_URL is not set: point it at your Prefect server" in result.stderr
+
+
+def test_serve_py_names_an_api_it_cannot_reach(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}/api"
+    result = serve(tmp_path, PREFECT_API_URL=url)
+    assert result.returncode == 1
+    assert f"serve.py: cannot reach the Prefect API at {url}" in result.stderr

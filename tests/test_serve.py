@@ -36,10 +36,11 @@ def post_file(api_url: str, sent: int, received: int) -> str:
 
 
 def test_a_restarted_serve_resumes_its_paused_deployment_and_runs_kickoffs_sent_while_it_was_down(
-    private_server, service_logs
+    private_server, service_logs, tmp_path
 ):
     api = private_server.api_url
-    flow = FlowServer(private_server, service_logs, name="flow-server-restart").start()
+    # Started from another directory, too: its runs must still find their code.
+    flow = FlowServer(private_server, service_logs, name="flow-server-restart", cwd=tmp_path).start()
     try:
         flow.stop()
         deployment = flow.deployment()
