@@ -1,0 +1,76 @@
+"""The reconciliation flow's runner, `python prefect_flows/serve.py`, as a child process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.flow_runs import read_deployment, timestamp
+from devstack.processes import ManagedProcess
+from devstack.services import REPO_ROOT, PrefectServer
+
+FLOW_NAME = "reconcile-file"
+DEPLOYMENT_NAME = "Event Driven Flow"
+
+
+@dataclass
+class FlowServer:
+    """serve.py serving the deployment (and its Kickoff trigger) to one Prefect server.
+
+    Args:
+        settings: the FLOW_* environment (deadlines, poll interval, run limit).
+    """
+
+    prefect: PrefectServer
+    log_dir: Path
+    settings: dict[str, str] = field(default_factory=dict)
+    name: str = "flow-server"
+    cwd: Path = REPO_ROOT
+    process: ManagedProcess | None = None
+
+    def start(self, timeout: float = 90.0) -> FlowServer:
+        """Start serve.py and wait until its runner polls for the (re-registered) deployment."""
+        started = datetime.now(UTC)
+        self.process = ManagedProcess(
+            self.name,
+            # From the repository root: `python prefect_flows/serve.py`, as the README says.
+            [sys.executable, os.path.relpath(REPO_ROOT / "prefect_flows" / "serve.py", self.cwd)],
+            self.log_dir / f"{self.name}.log",
+            env={**os.environ, **self.prefect.client_env(), **self.settings},
+            cwd=self.cwd,
+        ).start()
+        self.process.wait_healthy(lambda: self._polled_since(started), timeout)
+        return self
+
+    def deployment(self) -> dict[str, Any] | None:
+        return read_deployment(self.prefect.api_url, FLOW_NAME, DEPLOYMENT_NAME)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def remove_deployment(self) -> None:
+        """Delete the deployment and its Kickoff trigger, so later kickoffs start nothing."""
+        deployment = self.deployment()
+        if deployment is None:
+            return
+        api = self.prefect.api_url
+        # Deleting a deployment leaves its trigger behind (it would fail on every kickoff).
+        httpx.delete(
+            f"{api}/automations/owned-by/prefect.deployment.{deployment['id']}", timeout=10
+        ).raise_for_status()
+        httpx.delete(f"{api}/deployments/{deployment['id']}", timeout=10).raise_for_status()
+
+    def _polled_since(self, started: datetime) -> bool:
+        try:
+            deployment = self.deployment()
+        except httpx.HTTPError:
+            return False
+        polled = deployment and deployment.get("last_polled")
+        return bool(polled) and timestamp(polled) >= started

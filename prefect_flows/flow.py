@@ -1,0 +1,178 @@
+"""The reconciliation flow: one run per file, from its kickoff until records sent = records received.
+
+The Kickoff trigger (prefect_flows/deployment.py) starts a run for each mainframe kickoff event;
+serve it with `python prefect_flows/serve.py`. The run waits for the file's four stages at once,
+each in its own task run over one shared EventWaiter, so stages may arrive in any order, even
+before the run started. Each stage has a deadline measured from the kickoff; when one passes, the
+run fails naming what is missing. When all four are in, it compares the counts: Completed with
+`123 records sent, 123 received`, or Failed saying what is wrong. Either way it leaves a stage
+table, a summary and a `reconciliation.<outcome>` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.states import Cancelled, Completed, Failed
+
+from prefect_flows.event_waiter import EventWaiter
+from prefect_flows.reconcile import Verdict, format_duration, overdue, reconcile
+from prefect_flows.report import report
+from prefect_flows.stages import (
+    BLOB_CREATED,
+    RECONCILIATION,
+    STAGE_EVENTS,
+    STAGES,
+    SUMMARY,
+    TRANSFER,
+    Stage,
+    TrackedFile,
+)
+
+# Stage events stamped up to this long before the kickoff (another machine's clock) still count.
+CLOCK_SKEW = timedelta(seconds=30)
+# How often a long wait logs what it still waits for.
+PROGRESS_LOG_SECONDS = 300
+
+
+@task(task_run_name="wait for {stage.event}", cache_policy=NO_CACHE)
+async def wait_for_stage(
+    stage: Stage, file: TrackedFile, waiter: EventWaiter, kicked_off_at: datetime, deadline_seconds: float
+) -> State:
+    """Finish when the file's event for `stage` is seen; fail when its deadline passes first."""
+    logger = get_run_logger()
+    deadline_at = kicked_off_at + timedelta(seconds=deadline_seconds)
+    logger.info(
+        "Waiting for the %s event of %s until %s (%s after kickoff)",
+        stage.event,
+        file.file_name,
+        deadline_at.isoformat(timespec="seconds"),
+        format_duration(deadline_seconds),
+    )
+    event = await waiter.wait_for(partial(file.proves, stage), seconds_until(deadline_at))
+    waited = format_duration(seconds_since(kicked_off_at))
+    if event:
+        logger.info(
+            "Seen %s event %s, occurred %s after kickoff",
+            stage.event,
+            event.id,
+            format_duration((event.occurred - kicked_off_at).total_seconds()),
+        )
+        return Completed(message=f"seen: event {event.id}")
+    if seconds_until(deadline_at) <= 0:
+        deadline = format_duration(deadline_seconds)
+        return Failed(message=f"no {stage.event} event {waited} after kickoff (deadline {deadline})")
+    return Cancelled(message=f"stopped waiting after {waited}: another stage is overdue")
+
+
+@task(task_run_name="reconcile counts", cache_policy=NO_CACHE)
+def reconcile_counts(file: TrackedFile, waiter: EventWaiter) -> Verdict:
+    """Compare records sent (Summary) with records received (Reconciliation)."""
+    verdict = reconcile(
+        waiter.matching(partial(file.proves, SUMMARY)), waiter.matching(partial(file.proves, RECONCILIATION))
+    )
+    get_run_logger().info("%s: %s", verdict.outcome, verdict.message)
+    return verdict
+
+
+@flow(name="reconcile-file", flow_run_name="{file_name} [{tracking_id}]")
+async def reconcile_file(
+    file_name: str,
+    tracking_id: str,
+    kickoff_event_id: str | None = None,
+    kicked_off_at: datetime | None = None,
+    transfer_deadline_seconds: float = TRANSFER.default_deadline_seconds,
+    blob_created_deadline_seconds: float = BLOB_CREATED.default_deadline_seconds,
+    summary_deadline_seconds: float = SUMMARY.default_deadline_seconds,
+    reconciliation_deadline_seconds: float = RECONCILIATION.default_deadline_seconds,
+) -> State:
+    """Follow one file through transfer, blob arrival, Summary and Reconciliation, then reconcile.
+
+    Args:
+        kickoff_event_id: the kickoff event that started this run (set by the trigger).
+        kicked_off_at: when the kickoff occurred; deadlines count from it. A run started by hand
+            without it counts from its own start.
+    """
+    logger = get_run_logger()
+    file = TrackedFile(file_name, tracking_id)
+    if kicked_off_at is None:
+        logger.warning("No kickoff time given (run started by hand?): deadlines count from now")
+    kicked_off_at = as_utc(kicked_off_at or datetime.now(UTC))
+    deadlines = {
+        TRANSFER: transfer_deadline_seconds,
+        BLOB_CREATED: blob_created_deadline_seconds,
+        SUMMARY: summary_deadline_seconds,
+        RECONCILIATION: reconciliation_deadline_seconds,
+    }
+    seen = {}
+    if problems := file.problems():
+        verdict = Verdict("invalid", f"cannot follow this file: {'; '.join(problems)}")
+    else:
+        async with EventWaiter(
+            EventFilter(event=EventNameFilter(name=STAGE_EVENTS)),
+            since=kicked_off_at - CLOCK_SKEW,
+            keep=file.concerns,
+            logger=logger,
+        ) as waiter:
+            await follow_stages(file, waiter, kicked_off_at, deadlines)
+            if waiter.failure:
+                raise waiter.failure
+            seen = {
+                stage: proofs[0]
+                for stage in STAGES
+                if (proofs := waiter.matching(partial(file.proves, stage)))
+            }
+            missing = {stage: deadlines[stage] for stage in STAGES if stage not in seen}
+            if missing:
+                verdict = overdue(missing, seconds_since(kicked_off_at))
+            else:
+                verdict = reconcile_counts(file, waiter)
+    await report(file, kickoff_event_id, kicked_off_at, seen, verdict)
+    if verdict.succeeded:
+        return Completed(message=verdict.message)
+    return Failed(message=verdict.message)
+
+
+async def follow_stages(
+    file: TrackedFile, waiter: EventWaiter, kicked_off_at: datetime, deadlines: dict[Stage, float]
+) -> None:
+    """Wait for every stage at once; stop them all as soon as one fails."""
+    logger = get_run_logger()
+    runs = {
+        asyncio.ensure_future(
+            wait_for_stage(stage, file, waiter, kicked_off_at, deadlines[stage], return_state=True)
+        ): stage
+        for stage in STAGES
+    }
+    pending = set(runs)
+    while pending:
+        done, pending = await asyncio.wait(
+            pending, timeout=PROGRESS_LOG_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            still = ", ".join(runs[run].event for run in pending)
+            logger.info(
+                "Still waiting for %s (%s after kickoff)",
+                still,
+                format_duration(seconds_since(kicked_off_at)),
+            )
+        if any(not run.result().is_completed() for run in done):
+            waiter.stop()
+
+
+def as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def seconds_since(moment: datetime) -> float:
+    return (datetime.now(UTC) - moment).total_seconds()
+
+
+def seconds_until(moment: datetime) -> float:
+    return -seconds_since(moment)

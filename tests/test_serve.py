@@ -1,0 +1,109 @@
+"""serve.py restarts cleanly, and deploy.py puts the flow in a work pool whose worker runs it.
+
+Both run against a private Prefect server: they stop runners and re-register the deployment,
+which must not disturb the session's server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack import pipeline_events as events
+from devstack.flow_runs import final_state, wait_for_run
+from devstack.flow_server import FlowServer
+from devstack.processes import ManagedProcess
+from devstack.services import REPO_ROOT
+
+POOL = "files"
+
+
+@pytest.fixture(scope="module")
+def private_server(start_prefect_server):
+    return start_prefect_server()
+
+
+def post_file(api_url: str, sent: int, received: int) -> str:
+    """Post a whole file's journey at once; the kickoff's id."""
+    kickoff = events.kickoff("restart.csv", tracking_id := f"T-{os.urandom(4).hex()}")
+    events.post_events(api_url, [kickoff, *events.stages("restart.csv", tracking_id, sent, received)])
+    return kickoff["id"]
+
+
+def test_a_restarted_serve_resumes_its_paused_deployment_and_runs_kickoffs_sent_while_it_was_down(
+    private_server, service_logs, tmp_path
+):
+    api = private_server.api_url
+    # Started from another directory, too: its runs must still find their code.
+    flow = FlowServer(private_server, service_logs, name="flow-server-restart", cwd=tmp_path).start()
+    try:
+        flow.stop()
+        deployment = flow.deployment()
+        assert deployment["paused"] is False, "stopping serve.py must not pause the deployment"
+        # As an older runner, or a person in the UI, would have left it:
+        httpx.post(f"{api}/deployments/{deployment['id']}/pause_deployment", timeout=10).raise_for_status()
+        kickoff_id = post_file(api, 8, 8)
+        wait_for_run(api, deployment["id"], kickoff_id, {"SCHEDULED"}, timeout=30)
+
+        flow.start()
+        assert flow.deployment()["paused"] is False
+        assert final_state(api, deployment["id"], kickoff_id, timeout=90) == (
+            "COMPLETED",
+            "8 records sent, 8 received",
+        )
+    finally:
+        flow.stop()
+        flow.remove_deployment()
+
+
+def deploy(api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "prefect_flows/deploy.py", *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PREFECT_API_URL": api_url, "FLOW_SUMMARY_DEADLINE_SECONDS": "45"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_deploy_names_a_missing_work_pool_and_how_to_create_it(private_server):
+    result = deploy(private_server.api_url, "--pool", "no-such-pool")
+    assert result.returncode == 1
+    assert "Could not find work pool 'no-such-pool'" in result.stderr
+    assert "prefect work-pool create no-such-pool --type process" in result.stderr
+
+
+def test_a_deployed_flow_runs_kickoffs_on_a_process_worker(private_server, service_logs, tmp_path):
+    api = private_server.api_url
+    httpx.post(f"{api}/work_pools/", json={"name": POOL, "type": "process"}, timeout=10).raise_for_status()
+    result = deploy(api, "--pool", POOL)
+    assert result.returncode == 0, result.stderr
+    assert "Deployed 'reconcile-file/Event Driven Flow'" in result.stdout
+
+    flow = FlowServer(private_server, service_logs)
+    deployment = flow.deployment()
+    assert deployment["work_pool_name"] == POOL
+    assert deployment["parameters"]["summary_deadline_seconds"] == 45
+    # The worker starts elsewhere: the deployment says where the code is.
+    worker = ManagedProcess(
+        "worker",
+        [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", POOL],
+        service_logs / "worker.log",
+        env={**os.environ, **private_server.client_env(), "PREFECT_WORKER_QUERY_SECONDS": "1"},
+        cwd=tmp_path,
+    ).start()
+    try:
+        kickoff_id = post_file(api, 3, 2)
+        assert final_state(api, deployment["id"], kickoff_id, timeout=120) == (
+            "FAILED",
+            "sent 3, received 2 (1 missing)",
+        )
+    finally:
+        worker.stop()
+        flow.remove_deployment()
