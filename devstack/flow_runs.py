@@ -47,6 +47,17 @@ def runs_by_kickoff(api_url: str, deployment_id: str) -> dict[str, dict[str, Any
     return runs
 
 
+def runs_named(api_url: str, deployment_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    """The deployment's flow runs with these names (the flow names them `<file_name> [<trackingId>]`)."""
+    response = httpx.post(
+        f"{api_url}/flow_runs/filter",
+        json={"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": {"name": {"any_": names}}},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return {run["name"]: run for run in response.json()}
+
+
 def wait_for_run(
     api_url: str, deployment_id: str, kickoff_id: str, states: set[str], timeout: float
 ) -> dict[str, Any]:
