@@ -32,6 +32,9 @@ DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "scale"
 # What the gateway sends this stack per second: Redis queues every event the API takes, so this only
 # bounds how far the background services may fall behind (see the README's scaling section).
 DEFAULT_MAX_EVENTS_PER_SECOND = 2000.0
+# A Prefect on Redis answers each batch after Redis round trips: several batches on their way at once
+# let the gateway reach its ceiling.
+GATEWAY_IN_FLIGHT = 4
 
 
 class Part(Protocol):
@@ -89,7 +92,11 @@ class ScaleStack:
                     logs,
                     port=self.prefect_port,
                     database_url=self.postgres.url,
-                    extra_env=redis_messaging(self.redis),
+                    extra_env={
+                        **redis_messaging(self.redis),
+                        # Fewer, larger inserts: measured ~400 -> ~590 events/s stored on 2 cores (default 20).
+                        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
+                    },
                     separate_services=True,
                 ),
                 timeout=180,
@@ -102,7 +109,8 @@ class ScaleStack:
             say(f"Work pool   {self.pool.name!r}: {self.workers} process workers, up to {self.worker_limit} runs each")
             self.gateway = self._up(
                 Gateway(self.root / "gateway", logs, self.prefect.api_url, port=self.gateway_port,
-                        options=["--max-events-per-second", f"{self.max_events_per_second:g}"])
+                        options=["--max-events-per-second", f"{self.max_events_per_second:g}",
+                                 "--max-in-flight", str(GATEWAY_IN_FLIGHT)])
             )
             say(f"Gateway     {self.gateway.url}/hooks/<webhook> (at most {self.max_events_per_second:g} events/s)")
         except BaseException:
