@@ -1,4 +1,4 @@
-"""PostgreSQL and Redis from Debian's packages, each a child process on loopback with its data in a directory of ours."""
+"""PostgreSQL and Redis from Debian's packages: child processes on loopback, data in a directory of ours."""
 
 from __future__ import annotations
 
@@ -38,15 +38,19 @@ def as_service_user(argv: list[str]) -> list[str]:
     """`argv` run as SERVICE_USER when we are root (PostgreSQL will not run as root), else as is."""
     if os.geteuid() != 0:
         return argv
+    _service_account()
+    # setpriv execs in place (runuser would stay as a parent), so our signals reach postgres itself.
+    return ["setpriv", f"--reuid={SERVICE_USER}", f"--regid={SERVICE_USER}", "--init-groups", "--", *argv]
+
+
+def _service_account() -> pwd.struct_passwd:
     try:
-        pwd.getpwnam(SERVICE_USER)
+        return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         raise ServiceError(
             f"PostgreSQL refuses to run as root and there is no user {SERVICE_USER!r} to run it as: "
             f"{INSTALL_HINT}, or run as an ordinary user"
         ) from None
-    # setpriv execs in place (runuser would stay as a parent), so our signals reach postgres itself.
-    return ["setpriv", f"--reuid={SERVICE_USER}", f"--regid={SERVICE_USER}", "--init-groups", "--", *argv]
 
 
 @dataclass
@@ -75,19 +79,17 @@ class Postgres:
         cluster = self.data_dir / "cluster"
         if not (cluster / "PG_VERSION").exists():
             self._init(bin_dir, cluster)
+        argv = [str(bin_dir / "postgres"), "-D", str(cluster), "-p", str(self.port)]
+        # TCP on loopback only. No socket file: none in /var/run/postgresql (not ours), none too long a path.
+        # Connections for two Prefect processes with pools of up to 50 each, and a margin.
+        for setting in (f"listen_addresses={self.host}", "unix_socket_directories=", "max_connections=200"):
+            argv += ["-c", setting]
         self.process = ManagedProcess(
-            "postgres",
-            as_service_user(
-                [
-                    str(bin_dir / "postgres"), "-D", str(cluster), "-p", str(self.port),
-                    "-c", f"listen_addresses={self.host}",
-                    # No socket file: none in /var/run/postgresql (not ours), none with too long a path.
-                    "-c", "unix_socket_directories=",
-                ]
-            ),
-            self.log_dir / "postgres.log",
+            "postgres", as_service_user(argv), self.log_dir / "postgres.log"
         ).start()
-        self.process.wait_healthy(lambda: self._run(bin_dir / "pg_isready", "-d", "postgres").returncode == 0, timeout)
+        self.process.wait_healthy(
+            lambda: self._run(bin_dir / "pg_isready", "-d", "postgres").returncode == 0, timeout
+        )
         created = self._run(bin_dir / "createdb", self.database)
         if created.returncode != 0 and "already exists" not in created.stderr:
             raise ServiceError(f"could not create database {self.database!r}: {created.stderr.strip()}")
@@ -100,26 +102,24 @@ class Postgres:
 
     def _init(self, bin_dir: Path, cluster: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = as_service_user(["test", "-w", str(self.data_dir)])
-        if argv[0] == "setpriv":
-            account = pwd.getpwnam(SERVICE_USER)
-            os.chown(self.data_dir, account.pw_uid, account.pw_gid)
-            if subprocess.run(argv).returncode != 0:
-                raise ServiceError(
-                    f"PostgreSQL runs as user {SERVICE_USER!r} (it refuses root), who cannot reach "
-                    f"{self.data_dir}: give PostgreSQL a directory whose parents others may enter, e.g. under /tmp "
-                    f"(scale stack: --postgres-dir)"
-                )
-        result = subprocess.run(
-            as_service_user(
-                [str(bin_dir / "initdb"), "-D", str(cluster), "-U", self.user, "--auth=trust",
-                 "--encoding=UTF8", "--locale=C.UTF-8"]
-            ),
-            capture_output=True,
-            text=True,
-        )
+        if os.geteuid() == 0:
+            self._hand_to_service_user()
+        initdb = [str(bin_dir / "initdb"), "-D", str(cluster), "-U", self.user, "--auth=trust"]
+        initdb += ["--encoding=UTF8", "--locale=C.UTF-8"]
+        result = subprocess.run(as_service_user(initdb), capture_output=True, text=True)
         if result.returncode != 0:
             raise ServiceError(f"initdb failed for {cluster}:\n{result.stdout}{result.stderr}")
+
+    def _hand_to_service_user(self) -> None:
+        """Give the data directory to SERVICE_USER, who must also be able to reach it."""
+        account = _service_account()
+        os.chown(self.data_dir, account.pw_uid, account.pw_gid)
+        if subprocess.run(as_service_user(["test", "-w", str(self.data_dir)])).returncode != 0:
+            raise ServiceError(
+                f"PostgreSQL runs as user {SERVICE_USER!r} (it refuses root), who cannot reach "
+                f"{self.data_dir}: give PostgreSQL a directory whose parents others may enter, "
+                f"e.g. under /tmp (scale stack: --postgres-dir)"
+            )
 
     def _run(self, program: Path, *args: str) -> subprocess.CompletedProcess[str]:
         address = ["-h", self.host, "-p", str(self.port), "-U", self.user]
@@ -128,7 +128,7 @@ class Postgres:
 
 @dataclass
 class Redis:
-    """A Redis server on loopback, in memory only: Prefect's messages need no persistence across a restart here."""
+    """A Redis server on loopback, in memory only (no snapshots): the local stack's Redis starts empty."""
 
     data_dir: Path
     log_dir: Path
@@ -153,8 +153,19 @@ class Redis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = ManagedProcess(
             "redis",
-            [executable, "--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
-             "--save", "", "--appendonly", "no"],
+            [
+                executable,
+                "--bind",
+                self.host,
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.data_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             self.log_dir / "redis.log",
         ).start()
         self.process.wait_healthy(self._answers, timeout)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from devstack.datastores import Postgres, Redis
 from devstack.processes import ManagedProcess, ServiceError
@@ -38,7 +38,11 @@ GATEWAY_IN_FLIGHT = 4
 
 
 class Part(Protocol):
+    def start(self, timeout: float = ...) -> Part: ...
     def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=Part)
 
 
 def redis_messaging(redis: Redis) -> dict[str, str]:
@@ -82,48 +86,55 @@ class ScaleStack:
         """Start every part, saying what is up; on any failure, stop what already started."""
         logs = self.root / "logs"
         try:
-            self.postgres = self._up(Postgres(self.postgres_dir or self.root / "postgres", logs, self.postgres_port))
-            say(f"PostgreSQL  {self.postgres.url}")
+            self.postgres = self._up(
+                Postgres(self.postgres_dir or self.root / "postgres", logs, self.postgres_port)
+            )
             self.redis = self._up(Redis(self.root / "redis", logs, self.redis_port))
-            say(f"Redis       {self.redis.url()}")
-            self.prefect = self._up(
-                PrefectServer(
-                    self.root / "prefect",
-                    logs,
-                    port=self.prefect_port,
-                    database_url=self.postgres.url,
-                    extra_env={
-                        **redis_messaging(self.redis),
-                        # Fewer, larger inserts: measured ~400 -> ~590 events/s stored on 2 cores (default 20).
-                        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
-                    },
-                    separate_services=True,
-                ),
-                timeout=180,
-            )
-            say(f"Prefect     {self.prefect.ui_url} (API and background services apart)")
+            say(f"PostgreSQL  {self.postgres.url}\n  Redis       {self.redis.url()}")
+            settings = {
+                **redis_messaging(self.redis),
+                # Fewer, larger inserts (default 20): ~400 -> ~590 events/s stored on 2 cores.
+                "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
+                # 100 waiting runs exhausted the default 5 + 10 connections per process (API 500s, runs crashed).
+                "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
+                "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "30",
+            }
+            prefect = PrefectServer(
+                self.root / "prefect", logs, self.prefect_port, database_url=self.postgres.url,
+                extra_env=settings, separate_services=True,
+            )  # fmt: skip
+            self.prefect = self._up(prefect, timeout=180)
+            say(f"Prefect     {self.prefect.ui_url} (the API and the background services apart)")
             self.pool = self._up(
-                WorkPool(self.prefect, logs, workers=self.workers, worker_limit=self.worker_limit,
-                         settings=self.flow_settings)
+                WorkPool(self.prefect, logs, "files", self.workers, self.worker_limit, self.flow_settings)
             )
-            say(f"Work pool   {self.pool.name!r}: {self.workers} process workers, up to {self.worker_limit} runs each")
-            self.gateway = self._up(
-                Gateway(self.root / "gateway", logs, self.prefect.api_url, port=self.gateway_port,
-                        options=["--max-events-per-second", f"{self.max_events_per_second:g}",
-                                 "--max-in-flight", str(GATEWAY_IN_FLIGHT)])
+            say(
+                f"Work pool   {self.pool.name!r}: {self.workers} process workers, {self.worker_limit} runs each"
             )
-            say(f"Gateway     {self.gateway.url}/hooks/<webhook> (at most {self.max_events_per_second:g} events/s)")
+            ceiling = ["--max-events-per-second", f"{self.max_events_per_second:g}"]
+            options = [*ceiling, "--max-in-flight", str(GATEWAY_IN_FLIGHT)]
+            gateway = Gateway(
+                self.root / "gateway", logs, self.prefect.api_url, self.gateway_port, options=options
+            )
+            self.gateway = self._up(gateway)
+            say(
+                f"Gateway     {self.gateway.url}/hooks/<webhook>, up to {self.max_events_per_second:g} events/s"
+            )
         except BaseException:
             self.stop()
             raise
         return self
 
     def processes(self) -> list[ManagedProcess]:
-        """Every long-running process of the stack."""
-        found = []
-        for part in self.started:
-            found += getattr(part, "processes", None) or [getattr(part, "process", None), getattr(part, "services", None)]
-        return [process for process in found if process is not None]
+        """Every long-running process of the started stack."""
+        servers = [self.postgres.process, self.redis.process, self.prefect.process, self.prefect.services]
+        return [*servers, *self.pool.processes, self.gateway.process]
+
+    def services_caught_up(self) -> bool:
+        """Whether every consumer of Prefect's events (persister, triggers...) has read all that Redis holds."""
+        with self.redis.client() as redis:
+            last = redis.xinfo_stream("events")["last-generated-id"]
+            return all(group["last-delivered-id"] == last for group in redis.xinfo_groups("events"))
 
     def stop(self) -> None:
         while self.started:
@@ -135,29 +146,39 @@ class ScaleStack:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _up(self, part, **start_options):
+    def _up(self, part: P, **start_options: float) -> P:
         self.started.append(part)
         return part.start(**start_options)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.scale_stack", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="data and logs (default: %(default)s)")
-    parser.add_argument("--postgres-dir", type=Path, help="PostgreSQL's data (default: DATA_DIR/postgres)")
-    parser.add_argument("--prefect-port", type=int, default=4200, help="Prefect's API and UI (default: %(default)s)")
-    parser.add_argument("--gateway-port", type=int, default=4280, help="the webhook gateway (default: %(default)s)")
-    parser.add_argument("--postgres-port", type=int, default=0, help="PostgreSQL (default: a free port)")
-    parser.add_argument("--redis-port", type=int, default=0, help="Redis (default: a free port)")
-    parser.add_argument("--workers", type=int, default=2, help="process workers (default: %(default)s)")
-    parser.add_argument("--worker-limit", type=int, default=50, help="flow runs per worker at once (default: %(default)s)")
-    parser.add_argument("--max-events-per-second", type=float, default=DEFAULT_MAX_EVENTS_PER_SECOND,
-                        help="the gateway's ceiling towards Prefect (default: %(default)g)")
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.scale_stack", description=__doc__.splitlines()[0]
+    )
+    option = parser.add_argument
+    option("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="data and logs (default: %(default)s)")
+    option("--postgres-dir", type=Path, help="PostgreSQL's data (default: DATA_DIR/postgres)")
+    option("--prefect-port", type=int, default=4200, help="Prefect's API and UI (default: %(default)s)")
+    option("--gateway-port", type=int, default=4280, help="the webhook gateway (default: %(default)s)")
+    option("--postgres-port", type=int, default=0, help="PostgreSQL (default: a free port)")
+    option("--redis-port", type=int, default=0, help="Redis (default: a free port)")
+    option("--workers", type=_positive, default=2, help="process workers (default: %(default)s)")
+    option(
+        "--worker-limit",
+        type=_positive,
+        default=50,
+        help="flow runs per worker at once (default: %(default)s)",
+    )
+    option(
+        "--max-events-per-second", type=float, default=DEFAULT_MAX_EVENTS_PER_SECOND,
+        help="the gateway's ceiling towards Prefect (default: %(default)g)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    flow_settings = {name: value for name, value in os.environ.items() if name.startswith("FLOW_")}
     stack = ScaleStack(
         args.data_dir, args.postgres_dir, args.prefect_port, args.gateway_port, args.postgres_port,
-        args.redis_port, args.workers, args.worker_limit, args.max_events_per_second,
-        flow_settings={name: value for name, value in os.environ.items() if name.startswith("FLOW_")},
-    )
+        args.redis_port, args.workers, args.worker_limit, args.max_events_per_second, flow_settings,
+    )  # fmt: skip
     # SIGTERM stops the stack as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     started = time.monotonic()
@@ -178,13 +199,24 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
         for process in stack.processes():
             if not process.running():
-                print(f"error: {process.name} exited; last lines of {process.log_path}:\n{process.log_tail()}", file=sys.stderr)
+                tail = process.log_tail()
+                print(
+                    f"error: {process.name} exited; last lines of {process.log_path}:\n{tail}",
+                    file=sys.stderr,
+                )
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
         print("Stopping the scale stack", flush=True)
         stack.stop()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number greater than 0, got {text}")
+    return value
 
 
 if __name__ == "__main__":

@@ -49,8 +49,9 @@ class PrefectServer:
     Args:
         database_url: another database (e.g. PostgreSQL's `postgresql+asyncpg://...`).
         extra_env: more server settings, e.g. Redis messaging (see devstack.scale_stack).
-        separate_services: run the API (`--no-services`) and the background services (`prefect server services start`) as separate processes, after
-            migrating the database once; Prefect's layout for scale (not possible on SQLite).
+        separate_services: migrate the database once, then run the API (`--no-services`) and the
+            background services (`prefect server services start`) as separate processes: Prefect's
+            layout for scale (not on SQLite).
     """
 
     data_dir: Path
@@ -105,7 +106,8 @@ class PrefectServer:
         if self.separate_services:
             self._migrate(env, timeout)
             argv.append("--no-services")
-        self.process = ManagedProcess("prefect-server", argv, self.log_dir / "prefect-server.log", env=env).start()
+        log = self.log_dir / "prefect-server.log"
+        self.process = ManagedProcess("prefect-server", argv, log, env=env).start()
         self.process.wait_healthy(lambda: _http_ok(f"{self.api_url}/health"), timeout)
         if self.separate_services:
             self.services = ManagedProcess(
@@ -128,11 +130,11 @@ class PrefectServer:
                 process.stop()
 
     def _migrate(self, env: dict[str, str], timeout: float) -> None:
-        result = subprocess.run(
-            [_prefect(), "server", "database", "upgrade", "-y"], env=env, capture_output=True, text=True, timeout=timeout
-        )
+        upgrade = [_prefect(), "server", "database", "upgrade", "-y"]
+        result = subprocess.run(upgrade, env=env, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
-            raise ServiceError(f"migrating Prefect's database failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+            output = result.stdout[-2000:] + result.stderr[-2000:]
+            raise ServiceError(f"migrating Prefect's database failed:\n{output}")
 
     def _probe_stored(self) -> Callable[[], bool]:
         """Post an event now; the check passes once it is stored (the services consume and persist events)."""

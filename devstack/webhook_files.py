@@ -63,7 +63,11 @@ class WebhookFile:
             ("mainframe", {**mainframe, "event_name": "transfer", "stage": "distributed"}, "transfer"),
             ("azure-storage", [blob], "blob"),
             ("summary", {"totalRecordsSent": self.sent, "trackingId": self.tracking_id}, "summary"),
-            ("reconciliation", {"totalRecordsReceived": self.received, "trackingId": self.tracking_id}, "reconciliation"),
+            (
+                "reconciliation",
+                {"totalRecordsReceived": self.received, "trackingId": self.tracking_id},
+                "reconciliation",
+            ),
         ]
         if self.scenario == "overdue":
             requests.pop()
@@ -77,7 +81,8 @@ class WebhookFile:
             return f"{self.run_name}: no flow run"
         message = (run.get("state") or {}).get("message") or ""
         if run["state_type"] != state or not re.fullmatch(pattern, message):
-            return f"{self.run_name} ({self.scenario}): expected {state} {pattern!r}, got {run['state_type']} {message!r}"
+            got = f"{run['state_type']} {message!r}"
+            return f"{self.run_name} ({self.scenario}): expected {state} {pattern!r}, got {got}"
         return None
 
 
@@ -103,9 +108,10 @@ def send(gateway_url: str, requests: list[Request], concurrency: int = 16) -> No
                         f"{gateway_url}/hooks/{slug}", json=body, headers={"Idempotency-Key": key}
                     )
                 if response.status_code != 204:
-                    raise RuntimeError(f"/hooks/{slug} answered {response.status_code}: {response.text[:300]}")
+                    raise RuntimeError(
+                        f"/hooks/{slug} answered {response.status_code}: {response.text[:300]}"
+                    )
 
             await asyncio.gather(*(post(*request) for request in requests))
 
     asyncio.run(send_all())
-

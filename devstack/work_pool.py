@@ -1,4 +1,4 @@
-"""The reconciliation flow deployed to a process work pool (`prefect_flows/deploy.py`) and the workers that run it."""
+"""The flow deployed to a process work pool (`prefect_flows/deploy.py`) and the workers that run it."""
 
 from __future__ import annotations
 
@@ -50,17 +50,35 @@ class WorkPool:
             timeout=timeout,
         )
         if deployed.returncode != 0:
-            raise ServiceError(f"deploying the flow to work pool {self.name!r} failed:\n{deployed.stderr.strip()}")
+            raise ServiceError(
+                f"deploying the flow to work pool {self.name!r} failed:\n{deployed.stderr.strip()}"
+            )
         prefect = str(Path(sys.executable).with_name("prefect"))
         for number in range(1, self.workers + 1):
             worker = f"{self.name}-worker-{number}"
             process = ManagedProcess(
                 worker,
-                [prefect, "worker", "start", "--pool", self.name, "--type", "process",
-                 "--name", worker, "--limit", str(self.worker_limit)],
+                [
+                    prefect,
+                    "worker",
+                    "start",
+                    "--pool",
+                    self.name,
+                    "--type",
+                    "process",
+                    "--name",
+                    worker,
+                    "--limit",
+                    str(self.worker_limit),
+                ],
                 self.log_dir / f"{worker}.log",
                 # Poll every second (default 10): a kickoff's run should start within seconds.
-                env={**os.environ, **self.prefect.client_env(), **self.settings, "PREFECT_WORKER_QUERY_SECONDS": "1"},
+                env={
+                    **os.environ,
+                    **self.prefect.client_env(),
+                    **self.settings,
+                    "PREFECT_WORKER_QUERY_SECONDS": "1",
+                },
                 cwd=REPO_ROOT,
             ).start()
             self.processes.append(process)
@@ -77,7 +95,9 @@ class WorkPool:
 
     def _online(self, worker: str) -> bool:
         try:
-            response = httpx.post(f"{self.prefect.api_url}/work_pools/{self.name}/workers/filter", json={}, timeout=10)
+            response = httpx.post(
+                f"{self.prefect.api_url}/work_pools/{self.name}/workers/filter", json={}, timeout=10
+            )
         except httpx.HTTPError:
             return False
         return response.is_success and any(

@@ -109,7 +109,7 @@ def scale_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack
     # PostgreSQL runs as its own user when we are root: its data cannot live under pytest's private tmp.
     postgres_dir = Path(tempfile.mkdtemp(prefix="scale-postgres-"))
     deadlines = {deadline_setting(stage.deadline_parameter): str(SCALE_DEADLINE_SECONDS) for stage in STAGES}
-    stack = ScaleStack(tmp_path_factory.mktemp("scale"), postgres_dir, worker_limit=25, flow_settings=deadlines)
+    stack = ScaleStack(tmp_path_factory.mktemp("scale"), postgres_dir, worker_limit=20, flow_settings=deadlines)
     try:
         yield stack.start()
     finally:

@@ -38,13 +38,25 @@ def play(stack: ScaleStack, files: list[WebhookFile]) -> dict[str, dict]:
         runs = runs_named(stack.prefect.api_url, deployment_id, names)
         return runs if sum(run["state_type"] in FINAL_STATES for run in runs.values()) == len(files) else None
 
-    return wait_until(ended, SCALE_DEADLINE_SECONDS + 60 + 3 * len(files), f"{len(files)} runs to end", interval=1)
+    return wait_until(
+        ended, SCALE_DEADLINE_SECONDS + 60 + 3 * len(files), f"{len(files)} runs to end", interval=1
+    )
 
 
 def psql(stack: ScaleStack, query: str) -> str:
     postgres = stack.postgres
-    argv = [str(postgres_bin_dir() / "psql"), "-h", postgres.host, "-p", str(postgres.port), "-U", postgres.user]
-    result = subprocess.run([*argv, "-d", postgres.database, "-tA", "-c", query], capture_output=True, text=True)
+    argv = [
+        str(postgres_bin_dir() / "psql"),
+        "-h",
+        postgres.host,
+        "-p",
+        str(postgres.port),
+        "-U",
+        postgres.user,
+    ]
+    result = subprocess.run(
+        [*argv, "-d", postgres.database, "-tA", "-c", query], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -88,7 +100,7 @@ def test_the_demo_scenarios_end_as_expected_on_the_work_pool(scale_stack):
 
 def test_a_burst_of_files_ends_with_every_outcome_right_on_both_workers(scale_stack):
     started = datetime.now(UTC)
-    files = webhook_files.plan(40, "burst")
+    files = webhook_files.plan(30, "burst")
     runs = play(scale_stack, files)
     assert [problem for file in files if (problem := file.judge(runs.get(file.run_name)))] == []
     assert len(runs) == len(files)
@@ -109,9 +121,25 @@ def test_a_burst_of_files_ends_with_every_outcome_right_on_both_workers(scale_st
 def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
     postgres_dir = Path(tempfile.mkdtemp(prefix="scale-postgres-"))
     command = subprocess.Popen(
-        [sys.executable, "-m", "devstack.scale_stack", "--data-dir", str(tmp_path), "--postgres-dir", str(postgres_dir),
-         "--prefect-port", "0", "--gateway-port", "0", "--workers", "1"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "devstack.scale_stack",
+            "--data-dir",
+            str(tmp_path),
+            "--postgres-dir",
+            str(postgres_dir),
+            "--prefect-port",
+            "0",
+            "--gateway-port",
+            "0",
+            "--workers",
+            "1",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         output = []
@@ -121,7 +149,9 @@ def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
                 break
         assert "Press Ctrl-C to stop" in "".join(output), "".join(output)
         ours = children(command.pid)
-        assert len(ours) >= 6, ours  # postgres, redis, API, services, a worker, the gateway (and their children)
+        assert len(ours) >= 6, (
+            ours
+        )  # postgres, redis, API, services, a worker, the gateway (and their children)
         command.send_signal(signal.SIGINT)
         assert command.wait(60) == 0
         wait_until(lambda: not any(alive(pid) for pid in ours), 10, "every process of the stack to exit")
