@@ -72,10 +72,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(soft_wrap=True)
-    if not console.is_terminal:
-        console = Console(
-            soft_wrap=True, width=160
-        )  # logs and CI: a wide table, not one folded at 80 columns
+    if not console.is_terminal:  # logs and CI: a wide table, not one folded at 80 columns
+        console = Console(soft_wrap=True, width=160)
     ports = Ports(**{name: getattr(args, f"{name}_port") for name in vars(Ports())})
     options = StackOptions(
         args.data_dir.resolve(), args.env_file.resolve(), ports, args.deadline, NEVER_ANSWER
@@ -129,9 +127,8 @@ def _stay_up(stack: DemoStack, console: Console) -> None:
             for name, process in stack.processes.items():
                 if process and not process.running() and name not in reported:
                     reported.add(name)
-                    console.print(
-                        f"[red]The {name} stopped[/] (exit code {process.popen.returncode}); see {shown(process.log_path)}"
-                    )
+                    code, log = process.popen.returncode, shown(process.log_path)
+                    console.print(f"[red]The {name} stopped[/] (exit code {code}); see {log}")
             time.sleep(1)
     except KeyboardInterrupt:
         console.print("\nCtrl-C: stopping every service…")

@@ -69,7 +69,8 @@ def print_next_steps(
         "Send a file of your own from another terminal, in this folder (a kickoff starts a run first):\n"
         f"  {mainframe} run --records 100 --malformed 2\n"
         f"  {mainframe} run --file path/to/file.csv\n"
-        f"The consumer stand-in accepts records that look like {RULE}; it rejects others, and the run fails.\n"
+        f"The consumer stand-in accepts records that look like {RULE};\n"
+        "it rejects others, and the run fails.\n"
         "[bold]Press Ctrl-C to stop every service.[/]",
         highlight=False,
     )

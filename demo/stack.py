@@ -153,8 +153,9 @@ class DemoStack:
             where = f"func start on :{self.options.ports.functions}"
         else:
             self.console.print(
-                "  [yellow]![/] Azure Functions Core Tools (`func`) are not on PATH: the Function App runs in the "
-                "host stand-in (python -m devstack.polling_host), which invokes the same registered functions."
+                "  [yellow]![/] Azure Functions Core Tools (`func`) are not on PATH: the Function App runs "
+                "in the host stand-in (python -m devstack.polling_host), which invokes the same registered "
+                "functions."
             )
             where = "host stand-in, polling every 1 s"
         self._start("Function App", self.start_function_app, self._stop_function_app, where)
@@ -176,7 +177,7 @@ class DemoStack:
                     self.console.print(f"  [red]✗[/] could not stop {name}: {error}")
 
     def app_settings(self) -> dict[str, str]:
-        """The Function App's settings: Azurite for storage, the gateway for webhooks, defaults for the rest."""
+        """The Function App's settings: Azurite's storage, the gateway's webhooks, defaults for the rest."""
         overrides = {"AzureWebJobsStorage": self.azurite.connection_string, **self._gateway_settings()}
         return local_settings(overrides)["Values"]
 
@@ -214,7 +215,7 @@ class DemoStack:
             self.consumer.stop()
 
     def start_function_app(self) -> None:
-        """`func start` when Core Tools are installed, else the host stand-in; either with the app settings."""
+        """`func start` when Core Tools are installed, else the host stand-in; both get the app settings."""
         if self.func:
             # As in an activated virtual environment: func starts the Python worker with the venv's python.
             venv = Path(sys.executable).parent
@@ -262,7 +263,8 @@ class DemoStack:
             name, url = next(iter(elsewhere.items()))
             raise ServiceError(
                 f"{shown(path)} points the senders elsewhere ({name} is on {urlsplit(url).hostname}, "
-                f"Prefect Cloud?) and the demo would replace it with the local gateway's URLs. Move it aside, "
+                f"Prefect Cloud?) and the demo would replace it with the local gateway's URLs. Move it "
+                f"aside, "
                 f"or run the demo with another file: --env-file .local/demo/webhooks.env"
             )
 

@@ -1,4 +1,4 @@
-"""A long-running stand-in for the Functions host, for machines without `func`: `python -m devstack.polling_host`.
+"""A long-running stand-in for the Functions host where `func` is missing: `python -m devstack.polling_host`.
 
 FunctionHost runs each registered function with the binding objects the host passes; this adds
 what the host does around them with a `LogsAndContainerScan` blob trigger and a queue trigger:
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         load_settings_file(args.settings)
     if not os.environ.get(HOST_STORAGE):
         sys.exit(
-            f"{HOST_STORAGE} is not set: set it to the storage connection string (Azurite: UseDevelopmentStorage=true)"
+            f"{HOST_STORAGE} is not set: set it to the storage connection string "
+            f"(Azurite: UseDevelopmentStorage=true)"
         )
     app = importlib.import_module("function_app").app
     polling = PollingHost(FunctionHost(app, retry_seconds=args.retry_seconds), args.poll_seconds)

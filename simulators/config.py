@@ -1,7 +1,8 @@
-"""Where the simulators find the pipeline: webhook URLs in the env file, storage as the Function App sees it."""
+"""Where the simulators find the pipeline: webhook URLs in the env file, storage as the Function App does."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ENV_FILE = REPO_ROOT / "webhooks.env"
 # Azurite on its default ports, what a laptop runs.
 LOCAL_STORAGE = "UseDevelopmentStorage=true"
+
+
+def add_location_arguments(parser: argparse.ArgumentParser, storage: str) -> None:
+    """--env-file and --connection-string, as every simulator takes them."""
+    parser.add_argument(
+        "--env-file", type=Path, default=DEFAULT_ENV_FILE, help="webhook URLs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--connection-string", help=f"{storage} storage (default: $AzureWebJobsStorage, else Azurite)"
+    )
 
 
 def read_webhook(env_file: Path, name: str) -> Webhook:

@@ -31,7 +31,6 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError
@@ -39,7 +38,7 @@ from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient
 
 from file_relay.delivery import DeliveryError, RetryPolicy, Webhook, WebhookSender, idempotency_key
 from file_relay.settings import SettingsError, load_settings
-from simulators.config import DEFAULT_ENV_FILE, read_webhook, storage_connection_string
+from simulators.config import add_location_arguments, read_webhook, storage_connection_string
 from simulators.ledger import problem
 
 logger = logging.getLogger("simulators.consumer")
@@ -59,6 +58,12 @@ class Faults:
     drop_every: int = 0
     delay: float = 0.0
     never_answer: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("reject_every", "drop_every", "delay"):
+            if getattr(self, name) < 0:
+                option = "--" + name.replace("_", "-")
+                raise ValueError(f"{option} must be 0 (off) or more, not {getattr(self, name):g}")
 
     def silent_for(self, tracking_id: str) -> bool:
         return any(fnmatch.fnmatchcase(tracking_id, pattern) for pattern in self.never_answer)
@@ -257,35 +262,26 @@ def records_queues(connection_string: str, name: str) -> tuple[QueueClient, Queu
     return queue, poison
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
-        return value
-
-    return parse
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m simulators.consumer", description=__doc__.splitlines()[0]
     )
-    parser.add_argument(
-        "--env-file", type=Path, default=DEFAULT_ENV_FILE, help="webhook URLs (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--connection-string", help="queue storage (default: $AzureWebJobsStorage, else Azurite)"
-    )
+    add_location_arguments(parser, "queue")
     parser.add_argument("--queue", help="the records queue (default: RECORDS_QUEUE, else records)")
-    parser.add_argument("--reject-every", type=_positive(int), default=0, metavar="N")
-    parser.add_argument("--drop-every", type=_positive(int), default=0, metavar="N")
-    parser.add_argument("--delay", type=_positive(float), default=0.0, metavar="SECONDS")
+    parser.add_argument("--reject-every", type=int, default=0, metavar="N")
+    parser.add_argument("--drop-every", type=int, default=0, metavar="N")
+    parser.add_argument("--delay", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--never-answer", action="append", default=[], metavar="PATTERN")
     parser.add_argument(
-        "--poll-seconds", type=_positive(float), default=0.5, help="idle poll interval (default: %(default)s)"
+        "--poll-seconds", type=float, default=0.5, help="idle poll interval (default: %(default)s)"
     )
     args = parser.parse_args(argv)
+    try:
+        faults = Faults(args.reject_every, args.drop_every, args.delay, tuple(args.never_answer))
+    except ValueError as error:
+        parser.error(str(error))
+    if args.poll_seconds <= 0:
+        parser.error(f"--poll-seconds must be greater than 0, not {args.poll_seconds:g}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
     for noisy in ("azure", "httpx"):  # a line per HTTP request would bury the consumer's own
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -295,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    faults = Faults(args.reject_every, args.drop_every, args.delay, tuple(args.never_answer))
     name = args.queue or settings.records_queue
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -309,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 consumer = Consumer(queue, poison, webhook, faults)
                 print(
-                    f"Consumer stand-in ready: reading queue {queue.url}, answering to {webhook.where}; faults: {faults.describe()}",
+                    f"Consumer stand-in ready: reading queue {queue.url}, answering to {webhook.where}; "
+                    f"faults: {faults.describe()}",
                     flush=True,
                 )
             if consumer.poll():

@@ -1,4 +1,4 @@
-"""The mainframe's side of the pipeline, simulated: `python -m simulators.mainframe kickoff|transfer|upload|run`.
+"""The mainframe's side, simulated: `python -m simulators.mainframe kickoff|transfer|upload|run`.
 
 A legacy scheduler's job posts `kickoff` to the mainframe webhook when it starts a file, posts
 `transfer` when it ships it, and uploads the file to the incoming container with the file's
@@ -35,7 +35,12 @@ from azure.storage.blob import BlobProperties, ContainerClient, ContentSettings
 
 from file_relay.delivery import DeliveryError, RetryPolicy, Webhook, WebhookSender, idempotency_key
 from file_relay.settings import SettingsError, load_settings
-from simulators.config import DEFAULT_ENV_FILE, read_webhook, storage_connection_string
+from simulators.config import (
+    DEFAULT_ENV_FILE,
+    add_location_arguments,
+    read_webhook,
+    storage_connection_string,
+)
 from simulators.ledger import ledger, malformed_positions
 
 STAGES = {"kickoff": "on-prem", "transfer": "distributed"}
@@ -143,12 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m simulators.mainframe", description=__doc__.splitlines()[0]
     )
-    parser.add_argument(
-        "--env-file", type=Path, default=DEFAULT_ENV_FILE, help="webhook URLs (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--connection-string", help="blob storage (default: $AzureWebJobsStorage, else Azurite)"
-    )
+    add_location_arguments(parser, "blob")
     commands = parser.add_subparsers(dest="command", required=True)
     for event in STAGES:
         step = commands.add_parser(event, help=f"post the {event} event")
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in STAGES:
             getattr(mainframe, args.command)(args.file_name, tracking_id)
             print(
-                f"{args.command} sent for {args.file_name} (trackingId {tracking_id}) to {mainframe.webhook.where}"
+                f"{args.command} sent for {args.file_name} (trackingId {tracking_id}) "
+                f"to {mainframe.webhook.where}"
             )
             return 0
         with _file_content(args) as (name, data, what):
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"transfer sent for {name}")
             properties = mainframe.upload(name, data, tracking_id)
         print(
-            f"uploaded {name} ({what}; {properties.size} bytes) to {mainframe.container.url} with trackingId {tracking_id}"
+            f"uploaded {name} ({what}; {properties.size} bytes) to {mainframe.container.url} "
+            f"with trackingId {tracking_id}"
         )
         return 0
     except (MainframeError, SettingsError) as error:

@@ -1,4 +1,4 @@
-"""The Functions host stand-in as a real process: Azurite for storage, a real webhook receiver for the webhooks."""
+"""The Functions host stand-in as a real process: Azurite for storage, a real receiver for the webhooks."""
 
 from __future__ import annotations
 
