@@ -42,7 +42,7 @@ $(IAC_VENV)/.installed: requirements-iac.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
-	@command -v npm >/dev/null || { echo "npm is needed to install Azurite: install Node.js 18+ and npm"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm is needed to install Azurite: install Node.js (Azurite asks for 22 or newer) and npm"; exit 1; }
 	npm ci --no-audit --no-fund
 	@touch $@
 
