@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -24,14 +25,32 @@ from rich.console import Console
 
 from demo.scenarios import SCENARIOS, Observation
 from demo.stack import DemoStack, Ports, StackOptions
-from devstack.processes import free_port, wait_until
+from devstack.processes import ServiceError, ensure_port_free, wait_until
 from devstack.services import REPO_ROOT
 
 MARKER = "DEMO_TEST_RUN"
 
 
+def unused_ports() -> Ports:
+    """Free ports below Linux's ephemeral range (32768 and up).
+
+    The demo starts its services one after the other: a port drawn from the ephemeral range, as
+    free_port draws them, can meanwhile become the local end of some outgoing connection.
+    """
+    ports: list[int] = []
+    while len(ports) < len(vars(Ports())):
+        port = random.randrange(20000, 32000)
+        try:
+            ensure_port_free(port, "the demo under test")
+        except ServiceError:
+            continue
+        if port not in ports:
+            ports.append(port)
+    return Ports(*ports)
+
+
 def demo_options(tmp_path: Path) -> list[str]:
-    ports = Ports(*(free_port() for _ in range(len(vars(Ports())))))
+    ports = unused_ports()
     options = ["--data-dir", str(tmp_path / "demo"), "--env-file", str(tmp_path / "webhooks.env")]
     for name, port in vars(ports).items():
         options += [f"--{name}-port", str(port)]
@@ -173,7 +192,7 @@ def test_with_func_on_path_the_function_app_runs_under_func_start_with_the_app_s
     func.write_text(FAKE_FUNC.format(python=sys.executable, record=str(record)))
     func.chmod(func.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    ports = Ports(*(free_port() for _ in range(len(vars(Ports())))))
+    ports = unused_ports()
     options = StackOptions(tmp_path / "demo", tmp_path / "webhooks.env", ports, 30, "demo-overdue-*")
     stack = DemoStack(options, Console(file=io.StringIO()))
 
