@@ -81,7 +81,7 @@ class PrefectServer:
         self.process = ManagedProcess(
             "prefect-server",
             [prefect, "server", "start", "--host", self.host, "--port", str(self.port)],
-            self.log_dir / "prefect-server.log",
+            self.log_dir / f"prefect-server-{self.port}.log",
             env=env,
         ).start()
         self.process.wait_healthy(lambda: _http_ok(f"{self.api_url}/health"), timeout)
@@ -203,7 +203,7 @@ class Azurite:
                 "--queueHost", self.host, "--queuePort", str(self.queue_port),
                 "--tableHost", self.host, "--tablePort", str(free_port(self.host)),
             ],
-            self.log_dir / "azurite.log",
+            self.log_dir / f"azurite-{self.blob_port}.log",
         ).start()
         self.process.wait_healthy(
             lambda: _port_answers(self.host, self.blob_port) and _port_answers(self.host, self.queue_port),
