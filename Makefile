@@ -1,6 +1,6 @@
 # One entry point for a new machine: every target installs what it needs first.
 #   make test   run the tests (starts its own Prefect server, Azurite and gateway)
-#   make demo   run the whole pipeline locally (see README)
+#   make demo   run the whole pipeline locally, until Ctrl-C (see README); make demo-once: scenarios only
 #   make stack-scale   Prefect on PostgreSQL + Redis, flows on a work pool, the gateway (see README)
 
 PYTHON ?= python3
@@ -15,7 +15,7 @@ PYTHON313 ?= $(shell for p in python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13
 	$$p -c '' >/dev/null 2>&1 && { echo $$p; break; }; done)
 INDEXER_VENV := .venv-py313
 
-.PHONY: install indexer scale-services stack-scale test clean
+.PHONY: install indexer scale-services stack-scale test demo demo-once clean
 
 install: $(VENV)/.installed node_modules/.installed $(IAC_VENV)/.installed indexer
 
@@ -43,7 +43,7 @@ $(IAC_VENV)/.installed: requirements-iac.txt
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
-	@command -v npm >/dev/null || { echo "npm is needed to install Azurite: install Node.js 18+ and npm"; exit 1; }
+	@command -v npm >/dev/null || { echo "npm is needed to install Azurite: install Node.js (Azurite asks for 22 or newer) and npm"; exit 1; }
 	npm ci --no-audit --no-fund
 	@touch $@
 
@@ -61,6 +61,13 @@ stack-scale: install scale-services
 
 test: install scale-services
 	$(PY) -m pytest
+
+# The demo needs only the Python requirements and Azurite. Options: make demo DEMO_ARGS="--prefect-port 4201"
+demo: $(VENV)/.installed node_modules/.installed
+	$(PY) -m demo $(DEMO_ARGS)
+
+demo-once: $(VENV)/.installed node_modules/.installed
+	$(PY) -m demo --once $(DEMO_ARGS)
 
 clean:
 	rm -rf .local .pytest_cache

@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_flow import descendants, emit, pss_kib  # noqa: E402
 
 from devstack import webhook_files  # noqa: E402
-from devstack.flow_runs import FINAL_STATES, runs_named  # noqa: E402
+from devstack.flow_runs import FINAL_STATES, runs_by_tracking_id  # noqa: E402
 from devstack.flow_server import FlowServer  # noqa: E402
 from devstack.prefect_api import count_events  # noqa: E402
 from devstack.processes import ManagedProcess, wait_until  # noqa: E402
@@ -167,7 +167,8 @@ def files_in_flight(
 ) -> dict[str, Any]:
     """`args.files` files at once: kickoffs, then (once the runs wait) their stages; outcomes and memory."""
     files = webhook_files.plan(args.files, f"{stack}-flight", MIX)
-    requests = {file.run_name: file.requests() for file in files}
+    requests = {file.tracking_id: file.requests() for file in files}
+    sent_at = datetime.now(UTC) - timedelta(seconds=1)
     started = time.monotonic()
     webhook_files.send(gateway.url, [sent[0] for sent in requests.values()])
     waiting = min(args.files, capacity)
@@ -190,14 +191,14 @@ def files_in_flight(
     progress(
         f"{stack}: stage events sent; waiting for {args.files} outcomes (overdue ones after {args.deadline:g} s)"
     )
-    names = list(requests)
 
     def ended() -> dict[str, dict[str, Any]] | None:
-        runs = runs_named(api_url, deployment_id, names)
-        return runs if sum(run["state_type"] in FINAL_STATES for run in runs.values()) == len(names) else None
+        runs = runs_by_tracking_id(api_url, deployment_id, sent_at)
+        final = [runs.get(file.tracking_id, {}).get("state_type") in FINAL_STATES for file in files]
+        return runs if all(final) else None
 
     runs = wait_until(ended, args.deadline + 120 + 3 * args.files, f"{args.files} outcomes", interval=2)
-    wrong = [problem for file in files if (problem := file.judge(runs.get(file.run_name)))]
+    wrong = [problem for file in files if (problem := file.judge(runs.get(file.tracking_id)))]
     return emit(
         "files_in_flight",
         stack=stack,

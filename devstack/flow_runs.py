@@ -47,15 +47,22 @@ def runs_by_kickoff(api_url: str, deployment_id: str) -> dict[str, dict[str, Any
     return runs
 
 
-def runs_named(api_url: str, deployment_id: str, names: list[str]) -> dict[str, dict[str, Any]]:
-    """The deployment's flow runs with these names (the flow names them `<file_name> [<trackingId>]`)."""
+def runs_by_tracking_id(api_url: str, deployment_id: str, after: datetime) -> dict[str, dict[str, Any]]:
+    """The deployment's flow runs created after `after`, keyed by their `tracking_id` parameter.
+
+    By parameter, not by name: a run gets its `<file_name> [<trackingId>]` name only when it starts.
+    """
     response = httpx.post(
         f"{api_url}/flow_runs/filter",
-        json={"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": {"name": {"any_": names}}},
+        json={
+            "deployments": {"id": {"any_": [deployment_id]}},
+            "flow_runs": {"expected_start_time": {"after_": after.isoformat()}},
+            "limit": PAGE,
+        },
         timeout=30,
     )
     response.raise_for_status()
-    return {run["name"]: run for run in response.json()}
+    return {run["parameters"].get("tracking_id"): run for run in response.json()}
 
 
 def wait_for_run(

@@ -82,13 +82,34 @@ class RegisteredFunction:
         return [binding for binding in self.bindings if binding["direction"] == "OUT"]
 
 
-class FunctionHost:
-    """Invokes an app's functions with host-equivalent bindings; connections resolve from `environ`."""
+def timespan_seconds(value: str) -> float:
+    """A host.json time span (`hh:mm:ss`) in seconds."""
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
-    def __init__(self, app: func.FunctionApp, environ: Mapping[str, str] | None = None) -> None:
+
+class FunctionHost:
+    """Invokes an app's functions with host-equivalent bindings; connections resolve from `environ`.
+
+    Args:
+        retry_seconds: how long a failed queue message stays invisible before its next attempt;
+            None: host.json's `visibilityTimeout`, as the host does.
+    """
+
+    def __init__(
+        self,
+        app: func.FunctionApp,
+        environ: Mapping[str, str] | None = None,
+        retry_seconds: int | None = None,
+    ) -> None:
         self.environ = os.environ if environ is None else environ
-        queues = json.loads(HOST_JSON.read_text()).get("extensions", {}).get("queues", {})
+        extensions = json.loads(HOST_JSON.read_text()).get("extensions", {})
+        queues = extensions.get("queues", {})
         self.max_dequeue_count = queues.get("maxDequeueCount", 5)
+        self.poison_blob_threshold = extensions.get("blobs", {}).get("poisonBlobThreshold", 5)
+        if retry_seconds is None:
+            retry_seconds = int(timespan_seconds(queues.get("visibilityTimeout", "00:00:00")))
+        self.retry_seconds = retry_seconds
         self.visibility_timeout = 30
         app.functions_bindings = None  # get_functions() caches; a fresh read sees every function
         self.functions = {
@@ -150,7 +171,7 @@ class FunctionHost:
                 poison.send_message(message.content.decode())
                 queue.delete_message(message)
             else:
-                queue.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+                queue.update_message(message.id, message.pop_receipt, visibility_timeout=self.retry_seconds)
             raise
         queue.delete_message(message)
         return True

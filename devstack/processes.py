@@ -70,10 +70,12 @@ class ManagedProcess:
         self.env = env
         self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0  # where this start's output begins: the log is appended to across starts
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        self.log_offset = log.tell()
         try:
             self.popen = subprocess.Popen(
                 self.argv,
@@ -95,6 +97,15 @@ class ManagedProcess:
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    def output(self) -> str:
+        """What the process wrote to its log since it was last started."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def log_tail(self, lines: int = 30) -> str:
         try:

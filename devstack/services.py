@@ -106,14 +106,14 @@ class PrefectServer:
         if self.separate_services:
             self._migrate(env, timeout)
             argv.append("--no-services")
-        log = self.log_dir / "prefect-server.log"
+        log = self.log_dir / f"prefect-server-{self.port}.log"
         self.process = ManagedProcess("prefect-server", argv, log, env=env).start()
         self.process.wait_healthy(lambda: _http_ok(f"{self.api_url}/health"), timeout)
         if self.separate_services:
             self.services = ManagedProcess(
                 "prefect-services",
                 [_prefect(), "server", "services", "start"],
-                self.log_dir / "prefect-services.log",
+                self.log_dir / f"prefect-services-{self.port}.log",
                 env=env,
             ).start()
             self.services.wait_healthy(self._probe_stored(), timeout)
@@ -259,7 +259,7 @@ class Azurite:
                 "--queueHost", self.host, "--queuePort", str(self.queue_port),
                 "--tableHost", self.host, "--tablePort", str(free_port(self.host)),
             ],
-            self.log_dir / "azurite.log",
+            self.log_dir / f"azurite-{self.blob_port}.log",
         ).start()
         self.process.wait_healthy(
             lambda: _port_answers(self.host, self.blob_port) and _port_answers(self.host, self.queue_port),

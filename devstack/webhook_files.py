@@ -41,7 +41,7 @@ class WebhookFile:
 
     @property
     def run_name(self) -> str:
-        """The flow names each run `<file_name> [<trackingId>]`."""
+        """As the flow names the file's run."""
         return f"{self.file_name} [{self.tracking_id}]"
 
     @property

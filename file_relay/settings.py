@@ -197,28 +197,34 @@ class _Environment:
 
     def webhook(self, name: str) -> Webhook | None:
         prefix = WEBHOOKS[name]
-        url = self.text(f"{prefix}_WEBHOOK_URL")
-        if not url:
-            return None
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-            raise SettingsError(f"{prefix}_WEBHOOK_URL is {url!r}; set it to an http(s) URL.")
-        return Webhook(
-            name, prefix, url, self.text(f"{prefix}_WEBHOOK_TOKEN"), self._secret(f"{prefix}_WEBHOOK_SECRET")
-        )
+        names = (f"{prefix}_WEBHOOK_URL", f"{prefix}_WEBHOOK_TOKEN", f"{prefix}_WEBHOOK_SECRET")
+        return webhook_from({setting: self.text(setting) for setting in names}, name, prefix)
 
-    def _secret(self, name: str) -> bytes:
-        value = self.text(name)
-        if not value:
-            return b""
-        try:
-            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if not key:
-            raise SettingsError(
-                f"{name} is not a Standard Webhooks secret; set it to `whsec_` + base64 of the key."
-            )
-        return key
+
+def webhook_from(values: Mapping[str, str], name: str, prefix: str) -> Webhook | None:
+    """Webhook `name` from `<prefix>_WEBHOOK_URL`, `_TOKEN` and `_SECRET` in `values`; None without a URL."""
+    url = values.get(f"{prefix}_WEBHOOK_URL", "").strip()
+    if not url:
+        return None
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise SettingsError(f"{prefix}_WEBHOOK_URL is {url!r}; set it to an http(s) URL.")
+    token = values.get(f"{prefix}_WEBHOOK_TOKEN", "").strip()
+    return Webhook(name, prefix, url, token, _secret(f"{prefix}_WEBHOOK_SECRET", values))
+
+
+def _secret(name: str, values: Mapping[str, str]) -> bytes:
+    value = values.get(name, "").strip()
+    if not value:
+        return b""
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        raise SettingsError(
+            f"{name} is not a Standard Webhooks secret; set it to `whsec_` + base64 of the key."
+        )
+    return key
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> RelaySettings:

@@ -128,6 +128,7 @@ def start_relay(
         )
         container.create_container()
         records = QueueClient.from_connection_string(azurite.connection_string, settings["RECORDS_QUEUE"])
-        return Relay(module, FunctionHost(module.app), settings, container, records)
+        # A failed message is retried at once, not after host.json's visibilityTimeout.
+        return Relay(module, FunctionHost(module.app, retry_seconds=0), settings, container, records)
 
     return start

@@ -142,6 +142,16 @@ def test_a_template_error_answers_400_and_leaves_a_failure_event(lab_gateway, pr
     assert "did not render valid JSON" in payload["error"]
 
 
+def test_a_kickoff_without_its_event_name_answers_400_instead_of_a_nameless_event(gateway, prefect_server):
+    tracking = tracking_id()
+    body = {"file_name": "orders.csv", "stage": "on-prem", "trackingId": tracking}
+    response = httpx.post(gateway.hook_url("mainframe"), json=body)
+    assert response.status_code == 400
+    assert "empty event name" in response.json()["error"]
+    (failure,) = failure_events(prefect_server.api_url, "mainframe", tracking)
+    assert failure["payload"]["body"] == body
+
+
 def test_malformed_json_answers_400_and_leaves_a_failure_event(gateway, prefect_server):
     tracking = tracking_id()
     raw = f'{{"trackingId": "{tracking}", "totalRecordsSent": '

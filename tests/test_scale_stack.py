@@ -1,46 +1,66 @@
 """The scale stack: Prefect on PostgreSQL and Redis with its services apart, the flow on two workers.
 
-The demo's scenarios (succeed, mismatch, overdue) and a burst of files go through the stack's
-webhook gateway, as the mainframe, the Function App and the consumer send them.
+The demo's scenarios (succeed, mismatch, overdue), and a burst of them, play through the whole
+pipeline on it: the demo's mainframe simulator, the Function App in the host stand-in and the
+consumer stand-in, on an Azurite of their own, send to the scale stack's gateway.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import SCALE_DEADLINE_SECONDS
+from rich.console import Console
 
-from devstack import webhook_files
+from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, ScenarioPlayer
+from demo.stack import DemoStack, Ports, StackOptions
 from devstack.datastores import Postgres, postgres_bin_dir
-from devstack.flow_runs import FINAL_STATES, runs_named
 from devstack.prefect_api import read_events
-from devstack.processes import ServiceError, wait_until
+from devstack.processes import ServiceError, free_port, wait_until
 from devstack.scale_stack import ScaleStack
 from devstack.services import REPO_ROOT
-from devstack.webhook_files import WebhookFile
+from simulators.mainframe import Mainframe
+from webhooks.provisioning import write_env_file
 
 
-def play(stack: ScaleStack, files: list[WebhookFile]) -> dict[str, dict]:
-    """Send the files through the gateway; their flow runs by name once every one has ended."""
-    webhook_files.send(stack.gateway.url, [request for file in files for request in file.requests()])
-    deployment_id = stack.pool.deployment()["id"]
-    names = [file.run_name for file in files]
+@pytest.fixture(scope="module")
+def senders(scale_stack: ScaleStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    """The demo's Azurite, Function App (host stand-in) and consumer stand-in, sending to the scale stack."""
+    work = tmp_path_factory.mktemp("scale-senders")
+    ports = Ports(scale_stack.prefect.port, scale_stack.gateway.port, free_port(), free_port(), free_port())
+    options = StackOptions(work, work / "webhooks.env", ports, SCALE_DEADLINE_SECONDS, NEVER_ANSWER)
+    demo = DemoStack(options, Console(file=io.StringIO()))
+    write_env_file(options.env_file, demo.gateway_settings())
+    try:
+        demo.start_azurite()
+        demo.start_function_app()
+        demo.start_consumer()
+        yield demo
+    finally:
+        for process in (demo.consumer, demo.function_app):
+            if process:
+                process.stop()
+        demo.azurite.stop()
 
-    def ended() -> dict[str, dict] | None:
-        runs = runs_named(stack.prefect.api_url, deployment_id, names)
-        return runs if sum(run["state_type"] in FINAL_STATES for run in runs.values()) == len(files) else None
 
-    return wait_until(
-        ended, SCALE_DEADLINE_SECONDS + 60 + 3 * len(files), f"{len(files)} runs to end", interval=1
-    )
+def play(stack: ScaleStack, senders: DemoStack, copies: int) -> list[Observation]:
+    """Play the demo's scenarios `copies` times over, all at once; what the Prefect API shows of each."""
+    mainframe = Mainframe.configured(senders.options.env_file, environ=senders.app_settings())
+    player = ScenarioPlayer(stack.prefect.api_url, stack.pool.deployment()["id"], mainframe, Console())
+    return player.play(SCENARIOS * copies, timeout=SCALE_DEADLINE_SECONDS + 60 + 4 * copies)
+
+
+def unexpected(observations: list[Observation]) -> list[tuple[str, str, str, str]]:
+    return [(o.scenario.name, o.tracking_id, o.state, o.message) for o in observations if not o.as_expected]
 
 
 def psql(stack: ScaleStack, query: str) -> str:
@@ -61,21 +81,6 @@ def psql(stack: ScaleStack, query: str) -> str:
     return result.stdout.strip()
 
 
-def test_prefect_keeps_its_data_in_postgres_and_its_events_flow_through_redis(scale_stack):
-    [file] = webhook_files.plan(1, "store", ("succeed",))
-    play(scale_stack, [file])
-    query = f"SELECT event FROM events WHERE resource->>'trackingId' = '{file.tracking_id}'"
-    expected = ["Reconciliation", "Summary", "kickoff", "reconciliation.matched", "transfer"]
-    # The flow's own outcome event is stored a moment after its run ends.
-    wait_until(lambda: sorted(psql(scale_stack, query).split()) == expected, 30, f"{expected} in PostgreSQL")
-    with scale_stack.redis.client() as redis:
-        consumers = {group["name"]: group["consumers"] for group in redis.xinfo_groups("events")}
-    assert consumers["event-persister"] >= 1 and consumers["reactive-triggers"] >= 1
-    api, services = scale_stack.prefect.process, scale_stack.prefect.services
-    assert "--no-services" in api.argv and services.argv[-3:] == ["server", "services", "start"]
-    assert services.running() and api.running()
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only when we are root")
 def test_postgres_runs_as_its_own_user_when_we_are_root(scale_stack):
     owner = subprocess.run(
@@ -91,30 +96,38 @@ def test_a_data_directory_postgres_cannot_reach_is_named_with_what_to_do(tmp_pat
         Postgres(tmp_path / "pg", tmp_path).start()
 
 
-def test_the_demo_scenarios_end_as_expected_on_the_work_pool(scale_stack):
-    files = webhook_files.plan(3, "scenario")
-    assert [file.scenario for file in files] == ["succeed", "mismatch", "overdue"]
-    runs = play(scale_stack, files)
-    assert [file.judge(runs.get(file.run_name)) for file in files] == [None, None, None]
+def test_the_demo_scenarios_end_as_expected_with_prefect_on_postgres_and_redis(scale_stack, senders):
+    observations = play(scale_stack, senders, 1)
+    assert [o.scenario.name for o in observations] == ["succeed", "mismatch", "overdue"]
+    assert unexpected(observations) == []
+    # Where they went: Prefect's API and services apart, the events through Redis into PostgreSQL.
+    api, services = scale_stack.prefect.process, scale_stack.prefect.services
+    assert "--no-services" in api.argv and services.argv[-3:] == ["server", "services", "start"]
+    with scale_stack.redis.client() as redis:
+        consumers = {group["name"]: group["consumers"] for group in redis.xinfo_groups("events")}
+    assert consumers["event-persister"] >= 1 and consumers["reactive-triggers"] >= 1
+    query = f"SELECT event FROM events WHERE resource->>'trackingId' = '{observations[0].tracking_id}'"
+    expected = ["Reconciliation", "Summary", "kickoff", "reconciliation.matched", "transfer"]
+    # The flow's own outcome event is stored a moment after its run ends.
+    wait_until(lambda: sorted(psql(scale_stack, query).split()) == expected, 30, f"{expected} in PostgreSQL")
 
 
-def test_a_burst_of_files_ends_with_every_outcome_right_on_both_workers(scale_stack):
-    started = datetime.now(UTC)
-    files = webhook_files.plan(30, "burst")
-    runs = play(scale_stack, files)
-    assert [problem for file in files if (problem := file.judge(runs.get(file.run_name)))] == []
-    assert len(runs) == len(files)
+def test_a_burst_of_files_ends_with_every_outcome_right_on_both_workers(scale_stack, senders):
+    observations = play(scale_stack, senders, 10)
+    assert len(observations) == 30
+    assert unexpected(observations) == []
     # Which worker ran each run: the worker's own event names the run it submitted.
-    ours = {f"prefect.flow-run.{run['id']}" for run in runs.values()}
+    ours = {f"prefect.flow-run.{o.run['id']}" for o in observations}
     workers = [f"prefect.worker.process.{process.name}" for process in scale_stack.pool.processes]
+    since = min(o.kicked_off_at for o in observations)
     submitted = read_events(
-        scale_stack.prefect.api_url, ["prefect.worker.submitted-flow-run"], {"id": workers}, since=started
+        scale_stack.prefect.api_url, ["prefect.worker.submitted-flow-run"], {"id": workers}, since
     )
-    by_worker = {worker: 0 for worker in workers}
+    by_worker = dict.fromkeys(workers, 0)
     for event in submitted:
         if any(related["prefect.resource.id"] in ours for related in event["related"]):
             by_worker[event["resource"]["prefect.resource.id"]] += 1
-    assert sum(by_worker.values()) == len(files)
+    assert sum(by_worker.values()) == len(observations)
     assert all(by_worker.values()), f"runs per worker: {by_worker}"
 
 

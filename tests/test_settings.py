@@ -17,9 +17,8 @@ NAMES = [setting.name for setting in SETTINGS]
 
 def readme_settings_table() -> list[tuple[str, ...]]:
     readme = (REPO / "README.md").read_text()
-    section = readme[
-        readme.index("<!-- section: function-app -->") : readme.index("<!-- /section: function-app -->")
-    ]
+    start = readme.index("### App settings")
+    section = readme[start : readme.index("\n### ", start + 1)]
     return re.findall(r"^\| `([A-Za-z_]+)` \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$", section, flags=re.MULTILINE)
 
 

@@ -177,6 +177,9 @@ class EventRenderer:
             raise ValueError(f"the template did not render valid JSON ({error})") from None
         if not isinstance(event, dict):
             raise ValueError(f"the template must render a JSON object, not {type(event).__name__}")
+        if event.get("event") == "":
+            # Prefect would store it, but an event without a name matches no trigger: a lost kickoff.
+            raise ValueError("the template rendered an empty event name: does the body have the field it reads?")
         chosen = event.keys() & _PARSED_FIELDS
         if "id" not in event:
             event["id"] = str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{self.webhook.slug}\n{key}") if key else uuid.uuid4())

@@ -1,0 +1,1 @@
+"""Stand-ins for the two ends of the pipeline this project cannot run: the mainframe and the Java consumer."""
