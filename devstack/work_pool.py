@@ -41,47 +41,23 @@ class WorkPool:
         created = httpx.post(f"{api}/work_pools/", json={"name": self.name, "type": "process"}, timeout=30)
         if created.status_code != 409:  # 409: it exists from an earlier start
             created.raise_for_status()
+        env = {**os.environ, **self.prefect.client_env(), **self.settings}
+        deploy = [sys.executable, "prefect_flows/deploy.py", "--pool", self.name]
         deployed = subprocess.run(
-            [sys.executable, "prefect_flows/deploy.py", "--pool", self.name],
-            cwd=REPO_ROOT,
-            env={**os.environ, **self.prefect.client_env(), **self.settings},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+            deploy, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
         )
         if deployed.returncode != 0:
-            raise ServiceError(
-                f"deploying the flow to work pool {self.name!r} failed:\n{deployed.stderr.strip()}"
-            )
+            error = deployed.stderr.strip()
+            raise ServiceError(f"deploying the flow to work pool {self.name!r} failed:\n{error}")
         prefect = str(Path(sys.executable).with_name("prefect"))
+        # Poll every second (default 10): a kickoff's run should start within seconds.
+        env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
         for number in range(1, self.workers + 1):
             worker = f"{self.name}-worker-{number}"
-            process = ManagedProcess(
-                worker,
-                [
-                    prefect,
-                    "worker",
-                    "start",
-                    "--pool",
-                    self.name,
-                    "--type",
-                    "process",
-                    "--name",
-                    worker,
-                    "--limit",
-                    str(self.worker_limit),
-                ],
-                self.log_dir / f"{worker}.log",
-                # Poll every second (default 10): a kickoff's run should start within seconds.
-                env={
-                    **os.environ,
-                    **self.prefect.client_env(),
-                    **self.settings,
-                    "PREFECT_WORKER_QUERY_SECONDS": "1",
-                },
-                cwd=REPO_ROOT,
-            ).start()
-            self.processes.append(process)
+            argv = [prefect, "worker", "start", "--pool", self.name, "--type", "process", "--name", worker]
+            argv += ["--limit", str(self.worker_limit)]
+            process = ManagedProcess(worker, argv, self.log_dir / f"{worker}.log", env=env, cwd=REPO_ROOT)
+            self.processes.append(process.start())
             process.wait_healthy(lambda worker=worker: self._online(worker), timeout)
         return self
 

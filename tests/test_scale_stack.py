@@ -120,14 +120,19 @@ def test_a_burst_of_files_ends_with_every_outcome_right_on_both_workers(scale_st
     ours = {f"prefect.flow-run.{o.run['id']}" for o in observations}
     workers = [f"prefect.worker.process.{process.name}" for process in scale_stack.pool.processes]
     since = min(o.kicked_off_at for o in observations)
-    submitted = read_events(
-        scale_stack.prefect.api_url, ["prefect.worker.submitted-flow-run"], {"id": workers}, since
-    )
-    by_worker = dict.fromkeys(workers, 0)
-    for event in submitted:
-        if any(related["prefect.resource.id"] in ours for related in event["related"]):
-            by_worker[event["resource"]["prefect.resource.id"]] += 1
-    assert sum(by_worker.values()) == len(observations)
+
+    def runs_per_worker() -> dict[str, int] | None:
+        submitted = read_events(
+            scale_stack.prefect.api_url, ["prefect.worker.submitted-flow-run"], {"id": workers}, since
+        )
+        counts = dict.fromkeys(workers, 0)
+        for event in submitted:
+            if any(related["prefect.resource.id"] in ours for related in event["related"]):
+                counts[event["resource"]["prefect.resource.id"]] += 1
+        return counts if sum(counts.values()) == len(observations) else None
+
+    # The workers' events are stored a moment after they sent them.
+    by_worker = wait_until(runs_per_worker, 30, "a submitted-flow-run event for every run")
     assert all(by_worker.values()), f"runs per worker: {by_worker}"
 
 
