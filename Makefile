@@ -1,7 +1,8 @@
 # One entry point for a new machine: every target installs what it needs first.
 #   make test   run the tests (starts its own Prefect server, Azurite and gateway)
 #   make demo   run the whole pipeline locally, until Ctrl-C (see README); make demo-once: scenarios only
-#   make stack-scale   Prefect on PostgreSQL + Redis, flows on a work pool, the gateway (see README)
+#   make stack-scale   Prefect on PostgreSQL + Redis, flows on a work pool, the gateway, until Ctrl-C;
+#                      options: make stack-scale SCALE_ARGS="--workers 3" (see README)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -57,7 +58,7 @@ scale-services:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; }
 
 stack-scale: install scale-services
-	$(PY) -m devstack.scale_stack $(ARGS)
+	$(PY) -m devstack.scale_stack $(SCALE_ARGS)
 
 test: install scale-services
 	$(PY) -m pytest

@@ -88,9 +88,9 @@ class Postgres:
             "postgres", as_service_user(argv), self.log_dir / "postgres.log"
         ).start()
         self.process.wait_healthy(
-            lambda: self._run(bin_dir / "pg_isready", "-d", "postgres").returncode == 0, timeout
+            lambda: self.run_client("pg_isready", "-d", "postgres").returncode == 0, timeout
         )
-        created = self._run(bin_dir / "createdb", self.database)
+        created = self.run_client("createdb", self.database)
         if created.returncode != 0 and "already exists" not in created.stderr:
             raise ServiceError(f"could not create database {self.database!r}: {created.stderr.strip()}")
         return self
@@ -121,9 +121,11 @@ class Postgres:
                 f"e.g. under /tmp (scale stack: --postgres-dir)"
             )
 
-    def _run(self, program: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    def run_client(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run one of PostgreSQL's client programs (`psql`, `createdb`...) against this server."""
         address = ["-h", self.host, "-p", str(self.port), "-U", self.user]
-        return subprocess.run([str(program), *address, *args], capture_output=True, text=True, timeout=30)
+        argv = [str(postgres_bin_dir() / program), *address, *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions
-from devstack.datastores import Postgres, postgres_bin_dir
+from devstack.datastores import Postgres
 from devstack.prefect_api import read_events
 from devstack.processes import ServiceError, free_port, wait_until
 from devstack.scale_stack import ScaleStack
@@ -64,19 +64,7 @@ def unexpected(observations: list[Observation]) -> list[tuple[str, str, str, str
 
 
 def psql(stack: ScaleStack, query: str) -> str:
-    postgres = stack.postgres
-    argv = [
-        str(postgres_bin_dir() / "psql"),
-        "-h",
-        postgres.host,
-        "-p",
-        str(postgres.port),
-        "-U",
-        postgres.user,
-    ]
-    result = subprocess.run(
-        [*argv, "-d", postgres.database, "-tA", "-c", query], capture_output=True, text=True
-    )
+    result = stack.postgres.run_client("psql", "-d", stack.postgres.database, "-tA", "-c", query)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
