@@ -1,6 +1,8 @@
 # One entry point for a new machine: every target installs what it needs first.
 #   make test   run the tests (starts its own Prefect server, Azurite and gateway)
 #   make demo   run the whole pipeline locally, until Ctrl-C (see README); make demo-once: scenarios only
+#   make stack-scale   Prefect on PostgreSQL + Redis, flows on a work pool, the gateway, until Ctrl-C;
+#                      options: make stack-scale SCALE_ARGS="--workers 3" (see README)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,7 +16,7 @@ PYTHON313 ?= $(shell for p in python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13
 	$$p -c '' >/dev/null 2>&1 && { echo $$p; break; }; done)
 INDEXER_VENV := .venv-py313
 
-.PHONY: install indexer test demo demo-once clean
+.PHONY: install indexer scale-services stack-scale test demo demo-once clean
 
 install: $(VENV)/.installed node_modules/.installed $(IAC_VENV)/.installed indexer
 
@@ -46,7 +48,19 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-test: install
+# PostgreSQL and Redis for the scale stack, from Debian's packages; silent when already there.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+scale-services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "Install PostgreSQL (14.9+) and Redis with your package manager"; exit 1; }; \
+	  echo "Installing PostgreSQL and Redis (apt-get install postgresql redis-server)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; }
+
+stack-scale: install scale-services
+	$(PY) -m devstack.scale_stack $(SCALE_ARGS)
+
+test: install scale-services
 	$(PY) -m pytest
 
 # The demo needs only the Python requirements and Azurite. Options: make demo DEMO_ARGS="--prefect-port 4201"

@@ -128,7 +128,7 @@ class DemoStack:
         )
         self._start(
             "Azurite",
-            self._start_azurite,
+            self.start_azurite,
             self.azurite.stop,
             f"blob :{self.azurite.blob_port}, queue :{self.azurite.queue_port}",
         )
@@ -138,7 +138,7 @@ class DemoStack:
             self.gateway.stop,
             f"{self.gateway.url}/hooks/<name>",
         )
-        write_env_file(self.options.env_file, self._gateway_settings())
+        write_env_file(self.options.env_file, self.gateway_settings())
         self.console.print(
             f"  [green]✓[/] {'webhooks.env':<18} the gateway's URLs in {shown(self.options.env_file)}"
         )
@@ -161,7 +161,7 @@ class DemoStack:
         self._start("Function App", self.start_function_app, self._stop_function_app, where)
         self._start(
             "consumer stand-in",
-            self._start_consumer,
+            self.start_consumer,
             self._stop_consumer,
             f"never answers {self.options.never_answer}",
         )
@@ -178,7 +178,7 @@ class DemoStack:
 
     def app_settings(self) -> dict[str, str]:
         """The Function App's settings: Azurite's storage, the gateway's webhooks, defaults for the rest."""
-        overrides = {"AzureWebJobsStorage": self.azurite.connection_string, **self._gateway_settings()}
+        overrides = {"AzureWebJobsStorage": self.azurite.connection_string, **self.gateway_settings()}
         return local_settings(overrides)["Values"]
 
     def deployment_id(self) -> str:
@@ -196,7 +196,8 @@ class DemoStack:
             start()
         self.console.print(f"  [green]✓[/] {name:<18} {where}  [dim]({time.monotonic() - started:.1f} s)[/]")
 
-    def _start_azurite(self) -> None:
+    def start_azurite(self) -> None:
+        """Azurite, with the incoming container the Function App watches."""
         self.azurite.start()
         container = ContainerClient.from_connection_string(
             self.azurite.connection_string, load_settings().incoming_container
@@ -230,7 +231,8 @@ class DemoStack:
             self.function_app = self._child("function-app", argv, self.app_settings())
             self.function_app.wait_healthy(lambda: "ready" in self.function_app.output(), 60)
 
-    def _start_consumer(self) -> None:
+    def start_consumer(self) -> None:
+        """The consumer stand-in: reads the records queue, posts Reconciliation to the gateway."""
         argv = [sys.executable, "-m", "simulators.consumer", "--env-file", str(self.options.env_file)]
         argv += ["--never-answer", self.options.never_answer]
         # The Function App's settings: the same storage account and records queue.
@@ -246,7 +248,8 @@ class DemoStack:
             cwd=REPO_ROOT,
         ).start()
 
-    def _gateway_settings(self) -> dict[str, str]:
+    def gateway_settings(self) -> dict[str, str]:
+        """The senders' webhook URLs (`<PREFIX>_WEBHOOK_URL`), on the gateway at `ports.gateway`."""
         return sender_settings(gateway_urls(load_catalog(), HOST, self.options.ports.gateway), environ={})
 
     def _check_env_file(self) -> None:
@@ -256,7 +259,7 @@ class DemoStack:
         current = read_env_file(path)
         elsewhere = {
             name: current[name]
-            for name in self._gateway_settings()
+            for name in self.gateway_settings()
             if current.get(name) and urlsplit(current[name]).hostname not in LOOPBACK
         }
         if elsewhere:

@@ -5,13 +5,18 @@ Tests that need a private one (one they restart, flood or configure differently)
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from devstack.scale_stack import ScaleStack
 from devstack.services import Azurite, Gateway, PrefectServer
+from prefect_flows.deployment import deadline_setting
+from prefect_flows.stages import STAGES
 
 # The Function App's fixtures (`receiver`, `start_relay`), defined beside its tests, for every test module.
 from relay_fixtures import receiver, start_relay  # noqa: F401
@@ -92,3 +97,21 @@ def start_gateway(
 def gateway(start_gateway: Callable[..., Gateway], prefect_server: PrefectServer) -> Gateway:
     """The session's shared gateway, serving the repo's webhooks config, forwarding to `prefect_server`."""
     return start_gateway(prefect_server.api_url)
+
+
+# Every stage's deadline on the scale stack: the overdue scenario ends this long after its kickoff.
+SCALE_DEADLINE_SECONDS = 30
+
+
+@pytest.fixture(scope="session")
+def scale_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
+    """The session's scale stack: PostgreSQL, Redis, Prefect's API and services apart, two workers, the gateway."""
+    # PostgreSQL runs as its own user when we are root: its data cannot live under pytest's private tmp.
+    postgres_dir = Path(tempfile.mkdtemp(prefix="scale-postgres-"))
+    deadlines = {deadline_setting(stage.deadline_parameter): str(SCALE_DEADLINE_SECONDS) for stage in STAGES}
+    stack = ScaleStack(tmp_path_factory.mktemp("scale"), postgres_dir, worker_limit=20, flow_settings=deadlines)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+        shutil.rmtree(postgres_dir, ignore_errors=True)

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import httpx
+import pytest
 
 from devstack.prefect_api import wait_for_events
 from devstack.processes import free_port, wait_until
@@ -45,9 +46,12 @@ def assert_each_exactly_once(events: list[dict], bodies: list[dict]) -> None:
     assert sorted(event["resource"]["trackingId"] for event in events) == sorted(body["trackingId"] for body in bodies)
 
 
-def test_webhooks_accepted_while_prefect_is_down_arrive_exactly_once_after_it_restarts(start_prefect_server, start_gateway):
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_webhooks_accepted_while_prefect_is_down_arrive_exactly_once_after_it_restarts(
+    start_prefect_server, start_gateway, in_flight
+):
     server = start_prefect_server()
-    gateway = start_gateway(server.api_url)
+    gateway = start_gateway(server.api_url, options=["--max-in-flight", str(in_flight), "--batch-size", "20"])
     server.stop()
     bodies = summaries(200)
     assert set(post_all(gateway.hook_url("summary"), bodies)) == {204}
@@ -93,11 +97,11 @@ def test_shutdown_forwards_what_it_can_and_keeps_the_rest_for_the_next_start(sta
     assert_each_exactly_once(stored_summaries(prefect_server.api_url, bodies), bodies)
 
 
-def test_a_burst_far_above_the_ceiling_drains_under_it_and_loses_nothing(start_gateway, prefect_server):
+@pytest.mark.parametrize("in_flight", [1, 4])
+def test_a_burst_far_above_the_ceiling_drains_under_it_and_loses_nothing(start_gateway, prefect_server, in_flight):
     ceiling, batch_size = 40, 10
-    gateway = start_gateway(
-        prefect_server.api_url, options=["--max-events-per-second", str(ceiling), "--batch-size", str(batch_size)]
-    )
+    options = ["--max-events-per-second", str(ceiling), "--batch-size", str(batch_size), "--max-in-flight", str(in_flight)]
+    gateway = start_gateway(prefect_server.api_url, options=options)
     bodies = summaries(240)
     assert set(post_all(gateway.hook_url("summary"), bodies, concurrency=32)) == {204}
     events = stored_summaries(prefect_server.api_url, bodies)

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="ceiling on events sent to Prefect per second (default: %(default)s)")
     serve.add_argument("--batch-size", type=_positive(int), default=DEFAULT_BATCH_SIZE,
                        help="events per POST to Prefect (default: %(default)s)")
+    serve.add_argument("--max-in-flight", type=_positive(int), default=1,
+                       help="batches on their way to Prefect at once, still within the ceiling (default: %(default)s)")
     serve.add_argument("--max-body-bytes", type=_positive(int), default=None,
                        help="largest accepted request body; larger gets 413 (default: 1 MiB)")
 
@@ -72,7 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
     elif api_key:
         auth_headers["Authorization"] = f"Bearer {api_key}"
     outbox = Outbox(args.data_dir / "outbox.sqlite3")
-    forwarder = Forwarder(outbox, api_url, args.max_events_per_second, args.batch_size, auth_headers)
+    forwarder = Forwarder(outbox, api_url, args.max_events_per_second, args.batch_size, auth_headers, args.max_in_flight)
     gateway = WebhookGateway(webhooks, outbox, forwarder, args.max_body_bytes or DEFAULT_MAX_BODY_BYTES)
     base = f"http://{args.host}:{args.port}"
     print(f"Webhook gateway on {base}, forwarding to {api_url} at up to {args.max_events_per_second:g} events/s", flush=True)

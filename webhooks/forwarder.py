@@ -5,6 +5,11 @@ design notes), so the forwarder never sends faster than a ceiling, halves its ra
 Prefect answers slowly or fails, and regains it step by step: a burst of webhooks becomes a
 longer drain, never a loss. Delivery is at least once: an event whose 204 was lost is sent
 again with the same id, and Prefect keeps one (it de-duplicates on id).
+
+One batch at a time cannot send faster than Prefect answers (~1,000 events/s from a Prefect on
+Redis, whose answers wait on Redis round trips): `max_in_flight` batches may be on their way
+at once, still within the ceiling. When one fails, the others finish, and sending starts again
+from the oldest event still queued.
 """
 
 from __future__ import annotations
@@ -75,10 +80,12 @@ class Forwarder:
         max_events_per_second: float,
         batch_size: int,
         auth_headers: dict[str, str] | None = None,
+        max_in_flight: int = 1,
     ) -> None:
         self.outbox = outbox
         self.api_url = api_url.rstrip("/")
         self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
         self.pacer = Pacer(max_events_per_second)
         self.delivered = 0
         self.last_error: str | None = None
@@ -86,6 +93,8 @@ class Forwarder:
         self._client = httpx.AsyncClient(headers=auth_headers or {}, timeout=httpx.Timeout(30.0, connect=5.0))
         self._task: asyncio.Task[None] | None = None
         self._draining = False
+        self._failed = False
+        self._retry_in = FIRST_RETRY_SECONDS
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
@@ -113,31 +122,55 @@ class Forwarder:
             return False
 
     async def _run(self) -> None:
-        retry_in = FIRST_RETRY_SECONDS
         last_pruned = 0.0
-        while not self._stopping.is_set():
-            if time.monotonic() - last_pruned > 600:
-                await self.outbox.forget_old_deliveries()
-                last_pruned = time.monotonic()
-            self.outbox.committed.clear()
-            batch = await self.outbox.next_batch(self.batch_size)
-            if not batch:
-                if self._draining:
+        after = 0  # the last queued event handed to a batch in flight
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping.is_set():
+                if time.monotonic() - last_pruned > 600:
+                    await self.outbox.forget_old_deliveries()
+                    last_pruned = time.monotonic()
+                if len(sending) >= self.max_in_flight:
+                    await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                if self._failed:
+                    # Let the others finish, then start again from the oldest event still queued.
+                    await asyncio.gather(*sending)
+                    self._failed, after = False, 0
+                    await self._pause(self._retry_in * random.uniform(0.8, 1.2))
+                    self._retry_in = min(LAST_RETRY_SECONDS, self._retry_in * 2)
+                    continue
+                self.outbox.committed.clear()
+                batch = await self.outbox.next_batch(self.batch_size, after)
+                if not batch:
+                    if sending:
+                        await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                    elif self._draining:
+                        return
+                    else:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.outbox.committed.wait(), 60)
+                    continue
+                after = batch[-1].seq
+                if await self._pause(self.pacer.reserve(len(batch))):
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.outbox.committed.wait(), 60)
-                continue
-            if await self._pause(self.pacer.reserve(len(batch))):
-                return
-            try:
-                await self._forward(batch)
-            except ForwardError as error:
-                self._record_error(str(error), logging.WARNING, f" (retrying in {retry_in:.1f} s)")
-                self.pacer.slow_down()
-                await self._pause(retry_in * random.uniform(0.8, 1.2))
-                retry_in = min(LAST_RETRY_SECONDS, retry_in * 2)
-            else:
-                retry_in = FIRST_RETRY_SECONDS
+                task = asyncio.create_task(self._send(batch))
+                sending.add(task)
+                task.add_done_callback(sending.discard)
+        finally:
+            # Stopping: batches Prefect is answering finish (stop() cancels them after its grace).
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _send(self, batch: list[QueuedEvent]) -> None:
+        """Forward one batch; on failure, note it (the run loop retries) and slow down."""
+        try:
+            await self._forward(batch)
+        except ForwardError as error:
+            self._record_error(str(error), logging.WARNING, f" (retrying in {self._retry_in:.1f} s)")
+            self.pacer.slow_down()
+            self._failed = True
+        else:
+            self._retry_in = FIRST_RETRY_SECONDS
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep, cut short by stop(); True if stopping."""

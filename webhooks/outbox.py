@@ -88,11 +88,10 @@ class Outbox:
             self._committer = asyncio.create_task(self._commit_pending())
         await future
 
-    async def next_batch(self, limit: int) -> list[QueuedEvent]:
-        """The oldest queued events, at most `limit`."""
-        rows = await self._run(
-            lambda: self._db.execute("SELECT seq, id, event FROM queued ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        )
+    async def next_batch(self, limit: int, after: int = 0) -> list[QueuedEvent]:
+        """The oldest queued events queued after sequence number `after`, at most `limit`."""
+        query = "SELECT seq, id, event FROM queued WHERE seq > ? ORDER BY seq LIMIT ?"
+        rows = await self._run(lambda: self._db.execute(query, (after, limit)).fetchall())
         return [QueuedEvent(*row) for row in rows]
 
     async def delivered(self, batch: list[QueuedEvent]) -> None:
