@@ -45,8 +45,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_flow import descendants, emit, pss_kib  # noqa: E402
+from webhook_files import plan, send  # noqa: E402
 
-from devstack import webhook_files  # noqa: E402
 from devstack.flow_runs import FINAL_STATES, runs_by_tracking_id  # noqa: E402
 from devstack.flow_server import FlowServer  # noqa: E402
 from devstack.prefect_api import count_events  # noqa: E402
@@ -192,11 +192,11 @@ def files_in_flight(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """`args.files` files at once: kickoffs, then (once the runs wait) their stages; outcomes and memory."""
-    files = webhook_files.plan(args.files, f"{stack}-flight", MIX)
+    files = plan(args.files, f"{stack}-flight", MIX)
     requests = {file.tracking_id: file.requests() for file in files}
     sent_at = datetime.now(UTC) - timedelta(seconds=1)
     started = time.monotonic()
-    webhook_files.send(gateway.url, [sent[0] for sent in requests.values()])
+    send(gateway.url, [sent[0] for sent in requests.values()])
     waiting = min(args.files, capacity)
     progress(f"{stack}: {args.files} kickoffs sent; waiting for {waiting} runs to wait on their stages")
     mine = {
@@ -213,7 +213,7 @@ def files_in_flight(
     all_waiting_after = time.monotonic() - started
     runs_pss = [pss_kib(pid) for parent in run_parents for pid in descendants(parent)]
     servers_pss = sum(pss_kib(pid) for root in server_roots for pid in [root, *descendants(root)])
-    webhook_files.send(gateway.url, [request for sent in requests.values() for request in sent[1:]])
+    send(gateway.url, [request for sent in requests.values() for request in sent[1:]])
     progress(
         f"{stack}: stage events sent; waiting for {args.files} outcomes (overdue ones after {args.deadline:g} s)"
     )

@@ -1,4 +1,4 @@
-"""Files sent through the webhook gateway as the pipeline's senders send them, and the outcome each must have.
+"""A benchmark's files as the pipeline's webhook requests, and the outcome each must have.
 
 The mainframe posts `kickoff` and `transfer` to the `mainframe` webhook, Event Grid (or the
 Function App) posts BlobCreated to `azure-storage`, the Function App posts `summary` and the
