@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -21,6 +22,8 @@ from prefect_flows.stages import STAGES
 # The Function App's fixtures (`receiver`, `start_relay`), defined beside its tests, for every test module.
 from relay_fixtures import receiver, start_relay  # noqa: F401
 
+P = TypeVar("P")  # a service: start() returns it, stop() stops it
+
 
 @pytest.fixture(scope="session")
 def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -28,21 +31,28 @@ def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("service-logs")
 
 
+def _starter(make: Callable[..., P]) -> Iterator[Callable[..., P]]:
+    """A factory fixture's body: start what `make` builds; stop every one started, at the end."""
+    started: list[P] = []
+
+    def start(*args, **options) -> P:
+        part = make(*args, **options)
+        started.append(part)
+        return part.start()
+
+    yield start
+    for part in started:
+        part.stop()
+
+
 @pytest.fixture(scope="session")
 def start_prefect_server(
     tmp_path_factory: pytest.TempPathFactory, service_logs: Path
 ) -> Iterator[Callable[..., PrefectServer]]:
     """Factory: a fresh Prefect server on SQLite; every server it started is stopped at the end."""
-    started: list[PrefectServer] = []
-
-    def start(**options) -> PrefectServer:
-        server = PrefectServer(tmp_path_factory.mktemp("prefect"), service_logs, **options)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from _starter(
+        lambda **options: PrefectServer(tmp_path_factory.mktemp("prefect"), service_logs, **options)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -58,16 +68,7 @@ def start_azurite(
     tmp_path_factory: pytest.TempPathFactory, service_logs: Path
 ) -> Iterator[Callable[[], Azurite]]:
     """Factory: a fresh Azurite with its own data; every one it started is stopped at the end."""
-    started: list[Azurite] = []
-
-    def start() -> Azurite:
-        azurite = Azurite(tmp_path_factory.mktemp("azurite"), service_logs)
-        started.append(azurite)
-        return azurite.start()
-
-    yield start
-    for azurite in started:
-        azurite.stop()
+    yield from _starter(lambda: Azurite(tmp_path_factory.mktemp("azurite"), service_logs))
 
 
 @pytest.fixture(scope="session")
@@ -81,16 +82,9 @@ def start_gateway(
     tmp_path_factory: pytest.TempPathFactory, service_logs: Path
 ) -> Iterator[Callable[..., Gateway]]:
     """Factory: a webhook gateway with a fresh queue; every one it started is stopped at the end."""
-    started: list[Gateway] = []
-
-    def start(api_url: str, **options) -> Gateway:
-        gateway = Gateway(tmp_path_factory.mktemp("gateway"), service_logs, api_url, **options)
-        started.append(gateway)
-        return gateway.start()
-
-    yield start
-    for gateway in started:
-        gateway.stop()
+    yield from _starter(
+        lambda api_url, **options: Gateway(tmp_path_factory.mktemp("gateway"), service_logs, api_url, **options)
+    )
 
 
 @pytest.fixture(scope="session")
