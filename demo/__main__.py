@@ -16,12 +16,13 @@ import argparse
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
 
-from demo.report import print_next_steps, print_report
+from demo.report import RunFeed, print_next_steps, print_report
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions, shown
 from devstack.processes import ServiceError
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         observations = player.play(SCENARIOS, args.deadline + GRACE_SECONDS)
         print_report(console, observations, stack.prefect.ui_url)
+        prefect = stack.prefect
+        feed = RunFeed(console, prefect.api_url, prefect.ui_url, stack.deployment_id(), datetime.now(UTC))
         as_expected = all(observation.as_expected for observation in observations)
         if args.once:
             return 0 if as_expected else 1
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print_next_steps(
             console, stack.prefect.ui_url, str(options.env_file), connection, shown(stack.log_dir)
         )
-        _stay_up(stack, console)
+        _stay_up(stack, console, feed)
     except KeyboardInterrupt:
         console.print("\nInterrupted.")
         return 130
@@ -119,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if as_expected else 1
 
 
-def _stay_up(stack: DemoStack, console: Console) -> None:
-    """Until Ctrl-C: say so when a service ends by itself."""
+def _stay_up(stack: DemoStack, console: Console, feed: RunFeed) -> None:
+    """Until Ctrl-C: print how the user's own files go, and say so when a service ends by itself."""
     reported: set[str] = set()
     try:
         while True:
@@ -129,6 +132,7 @@ def _stay_up(stack: DemoStack, console: Console) -> None:
                     reported.add(name)
                     code, log = process.popen.returncode, shown(process.log_path)
                     console.print(f"[red]The {name} stopped[/] (exit code {code}); see {log}")
+            feed.poll()
             time.sleep(1)
     except KeyboardInterrupt:
         console.print("\nCtrl-C: stopping every service…")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import shlex
+from datetime import datetime
+from typing import Any
 
+import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from demo.scenarios import Observation
+from devstack.flow_runs import FINAL_STATES, runs_by_tracking_id
 from simulators.config import DEFAULT_ENV_FILE, LOCAL_STORAGE
 from simulators.ledger import RULE
 
@@ -66,7 +71,7 @@ def print_next_steps(
     mainframe = f".venv/bin/python -m simulators.mainframe{options}"
     console.print(
         f"\nThe pipeline keeps running. Prefect UI: {ui_url}   Logs: {log_dir}\n"
-        "Send a file of your own from another terminal, in this folder (a kickoff starts a run first):\n"
+        "Send a file of your own from another terminal, in this folder; its run shows here as it runs and ends:\n"
         f"  {mainframe} run --records 100 --malformed 2\n"
         f"  {mainframe} run --file path/to/file.csv\n"
         f"The consumer stand-in accepts records that look like {RULE};\n"
@@ -74,3 +79,37 @@ def print_next_steps(
         "[bold]Press Ctrl-C to stop every service.[/]",
         highlight=False,
     )
+
+
+class RunFeed:
+    """Prints each flow run the deployment starts after `since` when it runs and when it ends.
+
+    So a file of one's own, sent once the scenarios are done, shows its outcome in the demo's terminal.
+    """
+
+    def __init__(
+        self, console: Console, api_url: str, ui_url: str, deployment_id: str, since: datetime
+    ) -> None:
+        self.console, self.api_url, self.ui_url = console, api_url, ui_url
+        self.deployment_id, self.since = deployment_id, since
+        self.shown: dict[str, str] = {}  # run id -> the state type last printed
+
+    def poll(self) -> None:
+        try:
+            runs = runs_by_tracking_id(self.api_url, self.deployment_id, self.since)
+        except httpx.HTTPError:
+            return  # Prefect is restarting or gone: the demo's process check says so
+        for run in sorted(runs.values(), key=lambda run: run["expected_start_time"]):
+            state = run["state_type"]
+            if state in ("RUNNING", *FINAL_STATES) and self.shown.get(run["id"]) != state:
+                self.shown[run["id"]] = state
+                # Escaped: the run's name ends in `[<trackingId>]`, which rich would read as markup.
+                self.console.print(f"  [bold]{escape(run['name'])}[/] {self._describe(run)}", highlight=False)
+
+    def _describe(self, run: dict[str, Any]) -> str:
+        state = run["state_type"]
+        if state not in FINAL_STATES:
+            return f"flow run {state.capitalize()}"
+        colour = "green" if state == "COMPLETED" else "red"
+        message = escape((run["state"] or {}).get("message") or "")
+        return f"[{colour}]{state.capitalize()}[/]: {message}  {self.ui_url}/runs/flow-run/{run['id']}"

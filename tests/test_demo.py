@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import stat
@@ -136,6 +137,41 @@ def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_includ
     output = log.read_text()
     assert running and len(started) >= 8, started  # the demo, 6 services and at least one flow run
     assert "Interrupted." in output and "Every service is stopped." in output
+    assert marked(token) == {}
+
+
+def test_a_file_of_ones_own_sent_as_the_demo_says_shows_its_outcome_in_the_demo(tmp_path):
+    token = uuid.uuid4().hex
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "demo", *demo_options(tmp_path)],
+            cwd=REPO_ROOT,
+            env={**os.environ, MARKER: token},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        next_steps = "Press Ctrl-C to stop every service."
+        wait_until(lambda: next_steps in log.read_text(), 240, "the demo's next steps")
+        # The command the demo printed, run as printed: 100 records, 2 of them malformed.
+        printed = log.read_text().splitlines()
+        command = next(line.strip() for line in printed if line.endswith("run --records 100 --malformed 2"))
+        sent = subprocess.run(shlex.split(command), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        file_name, tracking_id = re.search(r"kickoff sent for (\S+) \(trackingId (\S+)\)", sent.stdout).groups()
+        run = rf"  {re.escape(file_name)} \[{tracking_id}\] "
+        outcome = run + r"Failed: sent 100, received 98 \(2 missing\)  http://\S+/runs/flow-run/"
+        wait_until(lambda: re.search(outcome, log.read_text()), 60, f"{file_name}'s outcome in the demo's output")
+        os.killpg(demo.pid, signal.SIGINT)
+        demo.wait(timeout=90)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+
+    output = log.read_text()
+    assert "Every service is stopped." in output
     assert marked(token) == {}
 
 
