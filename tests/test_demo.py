@@ -6,6 +6,7 @@ none is left once the demo has ended, however deep it was started (flow-run proc
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import stat
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -108,13 +110,15 @@ def test_demo_once_plays_the_three_scenarios_and_each_ends_as_expected(tmp_path)
     assert marked(token) == {}
 
 
-def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_included(tmp_path):
-    token = uuid.uuid4().hex
-    log = tmp_path / "make-demo.out"
+@contextlib.contextmanager
+def in_background(argv: list[str], log: Path, token: str) -> Iterator[subprocess.Popen]:
+    """`argv` (the demo, or make) writing to `log`, marked with `token`; killed if a test leaves it running.
+
+    A session of its own, so that ctrl_c() reaches every part of it as a terminal's Ctrl-C does.
+    """
     with log.open("w") as out:
-        # A session of its own, so the SIGINT below reaches make and the demo as a terminal's Ctrl-C does.
-        make = subprocess.Popen(
-            ["make", "--no-print-directory", "demo", f"DEMO_ARGS={' '.join(demo_options(tmp_path))}"],
+        process = subprocess.Popen(
+            argv,
             cwd=REPO_ROOT,
             env={**os.environ, MARKER: token},
             stdout=out,
@@ -122,17 +126,30 @@ def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_includ
             start_new_session=True,
         )
     try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def ctrl_c(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=90)
+
+
+def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_included(tmp_path):
+    token = uuid.uuid4().hex
+    log = tmp_path / "make-demo.out"
+    make_demo = ["make", "--no-print-directory", "demo", f"DEMO_ARGS={' '.join(demo_options(tmp_path))}"]
+    with in_background(make_demo, log, token) as make:
         running = wait_until(
             lambda: [pid for pid, cmdline in marked(token).items() if "prefect.engine" in cmdline],
             180,
             "a flow-run process of the demo",
         )
         started = marked(token)
-        os.killpg(make.pid, signal.SIGINT)
-        make.wait(timeout=90)
-    finally:
-        if make.poll() is None:
-            os.killpg(make.pid, signal.SIGKILL)
+        ctrl_c(make)
 
     output = log.read_text()
     assert running and len(started) >= 8, started  # the demo, 6 services and at least one flow run
@@ -143,16 +160,7 @@ def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_includ
 def test_a_file_of_ones_own_sent_as_the_demo_says_shows_its_outcome_in_the_demo(tmp_path):
     token = uuid.uuid4().hex
     log = tmp_path / "demo.out"
-    with log.open("w") as out:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "demo", *demo_options(tmp_path)],
-            cwd=REPO_ROOT,
-            env={**os.environ, MARKER: token},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with in_background([sys.executable, "-m", "demo", *demo_options(tmp_path)], log, token) as demo:
         next_steps = "Press Ctrl-C to stop every service."
         wait_until(lambda: next_steps in log.read_text(), 240, "the demo's next steps")
         # The command the demo printed, run as printed: 100 records, 2 of them malformed.
@@ -160,18 +168,14 @@ def test_a_file_of_ones_own_sent_as_the_demo_says_shows_its_outcome_in_the_demo(
         command = next(line.strip() for line in printed if line.endswith("run --records 100 --malformed 2"))
         sent = subprocess.run(shlex.split(command), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        file_name, tracking_id = re.search(r"kickoff sent for (\S+) \(trackingId (\S+)\)", sent.stdout).groups()
+        kickoff = re.search(r"kickoff sent for (\S+) \(trackingId (\S+)\)", sent.stdout)
+        file_name, tracking_id = kickoff.groups()
         run = rf"  {re.escape(file_name)} \[{tracking_id}\] "
         outcome = run + r"Failed: sent 100, received 98 \(2 missing\)  http://\S+/runs/flow-run/"
         wait_until(lambda: re.search(outcome, log.read_text()), 60, f"{file_name}'s outcome in the demo's output")
-        os.killpg(demo.pid, signal.SIGINT)
-        demo.wait(timeout=90)
-    finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
+        ctrl_c(demo)
 
-    output = log.read_text()
-    assert "Every service is stopped." in output
+    assert "Every service is stopped." in log.read_text()
     assert marked(token) == {}
 
 
