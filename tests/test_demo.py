@@ -128,6 +128,9 @@ def in_background(argv: list[str], log: Path, token: str) -> Iterator[subprocess
     try:
         yield process
     finally:
+        if process.poll() is None:  # a test failed midway: stop it as a user would, then for sure
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                ctrl_c(process)
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
