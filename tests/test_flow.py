@@ -21,17 +21,16 @@ from devstack.flow_runs import FINAL_STATES, final_state, timestamp, wait_for_ru
 from devstack.flow_server import FlowServer
 from devstack.prefect_api import read_events
 from devstack.processes import wait_until
-from prefect_flows.deployment import deadline_setting
+from prefect_flows.deployment import same_deadlines
 from prefect_flows.report import artifact_key
-from prefect_flows.stages import STAGES
 
 DEADLINE_SECONDS = 15
 
 
 @pytest.fixture(scope="module")
 def flow_server(prefect_server, service_logs):
-    settings = {deadline_setting(stage.deadline_parameter): str(DEADLINE_SECONDS) for stage in STAGES}
-    server = FlowServer(prefect_server, service_logs, settings={**settings, "FLOW_RUN_LIMIT": "10"}).start()
+    settings = {**same_deadlines(DEADLINE_SECONDS), "FLOW_RUN_LIMIT": "10"}
+    server = FlowServer(prefect_server, service_logs, settings=settings).start()
     yield server
     server.stop()
     server.remove_deployment()
@@ -85,7 +84,17 @@ def file(flow_server) -> TrackedRun:
 
 
 def post_json(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    response = httpx.post(url, json=body, timeout=10)
+    """POST to the Prefect API; a 503 is asked again, as Prefect's own client does.
+
+    The server answers 503 to errors it calls retryable, e.g. SQLite's "database is locked" while
+    the served runs write too.
+    """
+
+    def answered() -> httpx.Response | None:
+        response = httpx.post(url, json=body, timeout=10)
+        return None if response.status_code == 503 else response
+
+    response = wait_until(answered, 30, f"{url} to answer other than 503", interval=0.5)
     response.raise_for_status()
     return response.json()
 
