@@ -47,6 +47,7 @@ import azure.functions as func  # noqa: E402
 from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
 from azure.storage.queue import QueueServiceClient  # noqa: E402
 
+from devstack.proc import cpu_seconds  # noqa: E402
 from devstack.services import Azurite  # noqa: E402
 from file_relay.emitter import READ_AHEAD, blob_chunks, emit, keep_freed_buffers, read_ahead  # noqa: E402
 from file_relay.envelopes import MAX_ENVELOPE_BYTES, EnvelopePacker  # noqa: E402
@@ -168,12 +169,6 @@ def measure(approach: str, connection: str, blob_name: str) -> dict:
         result["messages_per_s"] = round(result["messages"] / seconds)
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return {"approach": approach, "blob": blob_name, **result}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def compare(name: str, results: dict[str, dict]) -> dict:

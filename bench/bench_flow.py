@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devstack import pipeline_events as events
 from devstack.flow_runs import FINAL_STATES, runs_by_kickoff, timestamp, wait_for_run
 from devstack.flow_server import FlowServer
+from devstack.proc import descendants, pss_kib
 from devstack.processes import wait_until
 from devstack.services import REPO_ROOT, PrefectServer
-from prefect_flows.deployment import FlowSettings, deadline_setting
-from prefect_flows.stages import STAGES
+from prefect_flows.deployment import FlowSettings, same_deadlines
 
 TARGETS = {"reconciliation_to_final_p50_s": 1.0, "kickoff_to_running_p50_s": 2.5, "wrong_outcomes": 0}
 BATCH = 20  # events per request: well below the rate at which the server drops events
@@ -75,29 +75,6 @@ def spread(seconds: list[float]) -> dict[str, float]:
 
 def since(event: dict[str, Any], moment: str) -> float:
     return (timestamp(moment) - datetime.fromisoformat(event["occurred"])).total_seconds()
-
-
-def pss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no Pss line for process {pid}")
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = [], list(children.get(root, []))
-    while queue:
-        pid = queue.pop()
-        found.append(pid)
-        queue.extend(children.get(pid, []))
-    return found
 
 
 @dataclass(frozen=True)
@@ -153,7 +130,7 @@ class FlowBench:
     def start(self, poll_seconds: float) -> None:
         if self.flow:
             self.flow.stop()
-        settings = {deadline_setting(stage.deadline_parameter): str(self.deadline) for stage in STAGES}
+        settings = same_deadlines(self.deadline)
         settings.update(FLOW_POLL_SECONDS=str(poll_seconds), FLOW_RUN_LIMIT=str(self.run_limit))
         self.flow = FlowServer(self.server, self.work_dir / "logs", settings=settings).start()
         self.deployment_id = self.flow.deployment()["id"]

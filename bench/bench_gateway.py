@@ -28,22 +28,20 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devstack.prefect_api import count_events  # noqa: E402
-from devstack.processes import ManagedProcess, free_port, wait_until  # noqa: E402
-from devstack.services import REPO_ROOT, Gateway, PrefectServer  # noqa: E402
+from devstack.processes import ManagedProcess, free_port  # noqa: E402
+from devstack.services import REPO_ROOT, Gateway, PrefectServer, http_ok  # noqa: E402
 from webhooks.__main__ import DEFAULT_MAX_EVENTS_PER_SECOND  # noqa: E402
 from webhooks.catalog import load_catalog  # noqa: E402
 from webhooks.rendering import EventRenderer  # noqa: E402
@@ -151,13 +149,6 @@ def serve_bare(port: int) -> None:
     uvicorn.run(app, host=HOST, port=port, access_log=False, log_level="warning")
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -186,7 +177,7 @@ def main() -> None:
                       options=["--max-events-per-second", str(args.max_events_per_second)])
     results: dict[str, dict] = {}
     try:
-        bare.start().wait_healthy(lambda: _answers(f"http://{HOST}:{bare_port}/health"), 30)
+        bare.start().wait_healthy(lambda: http_ok(f"http://{HOST}:{bare_port}/health"), 30)
         gateway.start()
         summary = EventRenderer(next(w for w in load_catalog() if w.name == "summary"))
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import sys
@@ -44,17 +43,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_flow import descendants, emit, pss_kib  # noqa: E402
+from bench_flow import emit  # noqa: E402
 from webhook_files import plan, send  # noqa: E402
 
 from devstack.flow_runs import FINAL_STATES, runs_by_tracking_id  # noqa: E402
 from devstack.flow_server import FlowServer  # noqa: E402
 from devstack.prefect_api import count_events  # noqa: E402
+from devstack.proc import cpu_seconds, descendants, pss_kib  # noqa: E402
 from devstack.processes import wait_until  # noqa: E402
 from devstack.scale_stack import ScaleStack  # noqa: E402
 from devstack.services import AZURITE_ACCOUNT, REPO_ROOT, Gateway, PrefectServer  # noqa: E402
-from prefect_flows.deployment import FlowSettings, deadline_setting  # noqa: E402
-from prefect_flows.stages import STAGES  # noqa: E402
+from prefect_flows.deployment import FlowSettings, same_deadlines  # noqa: E402
 
 # The gateway that probes each stack: ceiling out of the way, batches big and several at once, so
 # that the rate reaching Prefect is bounded by Prefect's answers, not by the gateway.
@@ -105,18 +104,6 @@ async def offer(url: str, bodies: list[list[dict[str, Any]]], rate: float) -> fl
     return time.monotonic() - started
 
 
-def cpu_seconds(root: int) -> float:
-    """CPU time (user + system) used so far by process `root` and every process below it."""
-    total = 0
-    for pid in [root, *descendants(root)]:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def events_stored(
     stack: str,
     api_url: str,
@@ -130,7 +117,7 @@ def events_stored(
     `servers` (name: pid) are the stack's processes whose CPU time per stored event is reported.
     """
     count = int(rate * args.seconds)
-    cpu_before = {name: cpu_seconds(pid) for name, pid in servers.items()}
+    cpu_before = {name: cpu_seconds(pid, *descendants(pid)) for name, pid in servers.items()}
     prefix = f"http://127.0.0.1:10000/{AZURITE_ACCOUNT}/bench-{uuid.uuid4().hex[:8]}/"
     since = datetime.now(UTC)
     delivered_before = gateway.health()["delivered"]
@@ -152,7 +139,7 @@ def events_stored(
             stored, last_change = now, time.monotonic()
         time.sleep(1)
     drained_seconds = last_change - started
-    cpu_ms = {name: (cpu_seconds(pid) - cpu_before[name]) * 1000 for name, pid in servers.items()}
+    cpu_ms = {name: (cpu_seconds(pid, *descendants(pid)) - cpu_before[name]) * 1000 for name, pid in servers.items()}
     return emit(
         "events_stored",
         stack=stack,
@@ -241,10 +228,6 @@ def files_in_flight(
     )
 
 
-def deadlines(seconds: float) -> dict[str, str]:
-    return {deadline_setting(stage.deadline_parameter): f"{seconds:g}" for stage in STAGES}
-
-
 def bench_sqlite(
     work: Path, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
@@ -262,7 +245,7 @@ def bench_sqlite(
         default = events_stored(
             "sqlite-gateway-default", server.api_url, default_gateway, max(args.rates), args, servers
         )
-        flow = FlowServer(server, logs, settings=deadlines(args.deadline)).start()
+        flow = FlowServer(server, logs, settings=same_deadlines(args.deadline)).start()
         flight = files_in_flight(
             "sqlite",
             server.api_url,
@@ -283,7 +266,7 @@ def bench_sqlite(
 def bench_scale(work: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     postgres_dir = Path(tempfile.mkdtemp(prefix="bench-scale-postgres-"))
     stack = ScaleStack(
-        work, postgres_dir, worker_limit=args.worker_limit, flow_settings=deadlines(args.deadline)
+        work, postgres_dir, worker_limit=args.worker_limit, flow_settings=same_deadlines(args.deadline)
     )
     probe = None
     try:

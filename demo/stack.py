@@ -27,8 +27,7 @@ from devstack.local_settings import local_settings, read_env_file
 from devstack.processes import ManagedProcess, ServiceError, ensure_port_free
 from devstack.services import REPO_ROOT, Azurite, Gateway, PrefectServer
 from file_relay.settings import load_settings
-from prefect_flows.deployment import deadline_setting
-from prefect_flows.stages import STAGES
+from prefect_flows.deployment import same_deadlines
 from webhooks.catalog import load_catalog
 from webhooks.provisioning import gateway_urls, sender_settings, write_env_file
 
@@ -84,9 +83,7 @@ class DemoStack:
         self.gateway = Gateway(
             options.data_dir / "gateway", self.log_dir, self.prefect.api_url, ports.gateway, HOST
         )
-        deadlines = {
-            deadline_setting(stage.deadline_parameter): str(options.deadline_seconds) for stage in STAGES
-        }
+        deadlines = same_deadlines(options.deadline_seconds)
         self.flow_server = FlowServer(self.prefect, self.log_dir, settings=deadlines)
         self.func = shutil.which("func")
         self.function_app: ManagedProcess | None = None

@@ -27,7 +27,8 @@ AZURITE_KEY = (
 )
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether `url` answers 200 now."""
     try:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
@@ -102,17 +103,17 @@ class PrefectServer:
             self.port = free_port(self.host)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = self.server_env()
-        argv = [_prefect(), "server", "start", "--host", self.host, "--port", str(self.port)]
+        argv = [prefect_cli(), "server", "start", "--host", self.host, "--port", str(self.port)]
         if self.separate_services:
             self._migrate(env, timeout)
             argv.append("--no-services")
         log = self.log_dir / f"prefect-server-{self.port}.log"
         self.process = ManagedProcess("prefect-server", argv, log, env=env).start()
-        self.process.wait_healthy(lambda: _http_ok(f"{self.api_url}/health"), timeout)
+        self.process.wait_healthy(lambda: http_ok(f"{self.api_url}/health"), timeout)
         if self.separate_services:
             self.services = ManagedProcess(
                 "prefect-services",
-                [_prefect(), "server", "services", "start"],
+                [prefect_cli(), "server", "services", "start"],
                 self.log_dir / f"prefect-services-{self.port}.log",
                 env=env,
             ).start()
@@ -130,7 +131,7 @@ class PrefectServer:
                 process.stop()
 
     def _migrate(self, env: dict[str, str], timeout: float) -> None:
-        upgrade = [_prefect(), "server", "database", "upgrade", "-y"]
+        upgrade = [prefect_cli(), "server", "database", "upgrade", "-y"]
         result = subprocess.run(upgrade, env=env, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
             output = result.stdout[-2000:] + result.stderr[-2000:]
@@ -149,7 +150,8 @@ class PrefectServer:
         return lambda: bool(read_events(self.api_url, ["devstack.probe"], {"id": [resource_id]}))
 
 
-def _prefect() -> str:
+def prefect_cli() -> str:
+    """The `prefect` command of this Python's environment (the venv's, whatever PATH says)."""
     return str(Path(sys.executable).with_name("prefect"))
 
 
@@ -195,7 +197,7 @@ class Gateway:
             env={**os.environ, "PREFECT_API_URL": self.api_url, **self.extra_env},
             cwd=REPO_ROOT,
         ).start()
-        self.process.wait_healthy(lambda: _http_ok(f"{self.url}/health"), timeout)
+        self.process.wait_healthy(lambda: http_ok(f"{self.url}/health"), timeout)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -14,7 +14,7 @@ import httpx
 from devstack.flow_runs import read_deployment
 from devstack.flow_server import DEPLOYMENT_NAME, FLOW_NAME
 from devstack.processes import ManagedProcess, ServiceError
-from devstack.services import REPO_ROOT, PrefectServer
+from devstack.services import REPO_ROOT, PrefectServer, prefect_cli
 
 
 @dataclass
@@ -49,13 +49,12 @@ class WorkPool:
         if deployed.returncode != 0:
             error = deployed.stderr.strip()
             raise ServiceError(f"deploying the flow to work pool {self.name!r} failed:\n{error}")
-        prefect = str(Path(sys.executable).with_name("prefect"))
         # Poll every second (default 10): a kickoff's run should start within seconds.
         env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
         for number in range(1, self.workers + 1):
             worker = f"{self.name}-worker-{number}"
-            argv = [prefect, "worker", "start", "--pool", self.name, "--type", "process", "--name", worker]
-            argv += ["--limit", str(self.worker_limit)]
+            argv = [prefect_cli(), "worker", "start", "--pool", self.name, "--type", "process"]
+            argv += ["--name", worker, "--limit", str(self.worker_limit)]
             process = ManagedProcess(worker, argv, self.log_dir / f"{worker}.log", env=env, cwd=REPO_ROOT)
             self.processes.append(process.start())
             process.wait_healthy(lambda worker=worker: self._online(worker), timeout)

@@ -65,6 +65,11 @@ def deadline_setting(parameter: str) -> str:
     return f"FLOW_{parameter.upper()}"
 
 
+def same_deadlines(seconds: float) -> dict[str, str]:
+    """The FLOW_*_DEADLINE_SECONDS settings that give every stage `seconds` (demos, tests, benchmarks)."""
+    return {deadline_setting(stage.deadline_parameter): f"{seconds:g}" for stage in STAGES}
+
+
 @dataclass(frozen=True)
 class FlowSettings:
     """How `serve.py` runs the flow: runner poll interval, concurrency, per-stage deadlines."""

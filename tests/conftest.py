@@ -16,8 +16,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from devstack.scale_stack import ScaleStack
 from devstack.services import Azurite, Gateway, PrefectServer
-from prefect_flows.deployment import deadline_setting
-from prefect_flows.stages import STAGES
+from prefect_flows.deployment import same_deadlines
 
 # The Function App's fixtures (`receiver`, `start_relay`), defined beside its tests, for every test module.
 from relay_fixtures import receiver, start_relay  # noqa: F401
@@ -102,7 +101,7 @@ def scale_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack
     """The session's scale stack: PostgreSQL, Redis, Prefect's API and services apart, two workers, the gateway."""
     # PostgreSQL runs as its own user when we are root: its data cannot live under pytest's private tmp.
     postgres_dir = Path(tempfile.mkdtemp(prefix="scale-postgres-"))
-    deadlines = {deadline_setting(stage.deadline_parameter): str(SCALE_DEADLINE_SECONDS) for stage in STAGES}
+    deadlines = same_deadlines(SCALE_DEADLINE_SECONDS)
     stack = ScaleStack(tmp_path_factory.mktemp("scale"), postgres_dir, worker_limit=20, flow_settings=deadlines)
     try:
         yield stack.start()

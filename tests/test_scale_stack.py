@@ -27,6 +27,7 @@ from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions
 from devstack.datastores import Postgres
 from devstack.prefect_api import read_events
+from devstack.proc import alive, descendants
 from devstack.processes import ServiceError, free_port, wait_until
 from devstack.scale_stack import ScaleStack
 from devstack.services import REPO_ROOT
@@ -162,7 +163,7 @@ def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
             if "Press Ctrl-C to stop" in line:
                 break
         assert "Press Ctrl-C to stop" in "".join(output), "".join(output)
-        ours = children(command.pid)
+        ours = descendants(command.pid)
         assert len(ours) >= 6, (
             ours
         )  # postgres, redis, API, services, a worker, the gateway (and their children)
@@ -175,22 +176,3 @@ def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
             command.wait()
         command.stdout.close()
         shutil.rmtree(postgres_dir, ignore_errors=True)
-
-
-def children(root: int) -> list[int]:
-    """Every process below `root`."""
-    listing = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    parent_of = dict(zip(map(int, listing[::2]), map(int, listing[1::2]), strict=True))
-    found, frontier = [], {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parent_of.items() if ppid in frontier}
-        found += frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"

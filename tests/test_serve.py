@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from devstack import pipeline_events as events
 from devstack.flow_runs import final_state, wait_for_run
 from devstack.flow_server import FlowServer
 from devstack.processes import ManagedProcess
-from devstack.services import REPO_ROOT
+from devstack.services import REPO_ROOT, prefect_cli
 
 POOL = "files"
 
@@ -93,7 +92,7 @@ def test_a_deployed_flow_runs_kickoffs_on_a_process_worker(private_server, servi
     # The worker starts elsewhere: the deployment says where the code is.
     worker = ManagedProcess(
         "worker",
-        [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", POOL],
+        [prefect_cli(), "worker", "start", "--pool", POOL],
         service_logs / "worker.log",
         env={**os.environ, **private_server.client_env(), "PREFECT_WORKER_QUERY_SECONDS": "1"},
         cwd=tmp_path,
