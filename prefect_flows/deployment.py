@@ -1,7 +1,8 @@
 """How the reconciliation flow is deployed: its name, the Kickoff trigger and the settings.
 
 Settings are environment variables, read once here (see the README's flow section):
-FLOW_POLL_SECONDS, FLOW_RUN_LIMIT and one FLOW_<STAGE>_DEADLINE_SECONDS per stage.
+FLOW_SERVING, FLOW_POLL_SECONDS, FLOW_RUN_LIMIT, FLOW_UNANNOUNCED_GRACE_SECONDS and one
+FLOW_<STAGE>_DEADLINE_SECONDS per stage.
 """
 
 from __future__ import annotations
@@ -70,14 +71,22 @@ def same_deadlines(seconds: float) -> dict[str, str]:
     return {deadline_setting(stage.deadline_parameter): f"{seconds:g}" for stage in STAGES}
 
 
+SERVING_MODES = ("coroutine", "process")
+# Files followed at once. A coroutine costs well under 1 MiB; a process ~76 MiB and websockets
+# that a Prefect server on SQLite can hold about 30 of.
+DEFAULT_RUN_LIMITS = {"coroutine": 5000, "process": 20}
+
+
 @dataclass(frozen=True)
 class FlowSettings:
-    """How `serve.py` runs the flow: runner poll interval, concurrency, per-stage deadlines."""
+    """How `serve.py` runs the flow: serving mode, poll interval, concurrency, deadlines, unannounced files."""
 
-    # The runner polls every 10 s by default; a kickoff should start a run within ~2 s.
+    serving: str = "coroutine"
+    # Prefect's runner polls every 10 s by default; a kickoff should start a run within ~1 s.
     poll_seconds: float = 0.5
-    # Each waiting run is a process of ~76 MiB and holds websockets: 20 fit a laptop and SQLite.
-    run_limit: int = 20
+    run_limit: int = DEFAULT_RUN_LIMITS["coroutine"]
+    # A blob or Summary with no kickoff this long after it is reported (coroutine serving).
+    unannounced_grace_seconds: float = 600
     deadlines: dict[str, float] = field(
         default_factory=lambda: {stage.deadline_parameter: stage.default_deadline_seconds for stage in STAGES}
     )
@@ -86,9 +95,19 @@ class FlowSettings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> FlowSettings:
         """Settings from the environment; defaults for what is unset; SettingsError for a bad value."""
         defaults = cls()
+        serving = environ.get("FLOW_SERVING", "").strip().lower() or defaults.serving
+        if serving not in SERVING_MODES:
+            raise SettingsError(
+                f"FLOW_SERVING must be {' or '.join(SERVING_MODES)}, not {environ['FLOW_SERVING']!r}; "
+                f"fix it or unset it (default {defaults.serving})"
+            )
         return cls(
+            serving=serving,
             poll_seconds=_positive(environ, "FLOW_POLL_SECONDS", defaults.poll_seconds, float),
-            run_limit=_positive(environ, "FLOW_RUN_LIMIT", defaults.run_limit, int),
+            run_limit=_positive(environ, "FLOW_RUN_LIMIT", DEFAULT_RUN_LIMITS[serving], int),
+            unannounced_grace_seconds=_positive(
+                environ, "FLOW_UNANNOUNCED_GRACE_SECONDS", defaults.unannounced_grace_seconds, float
+            ),
             deadlines={
                 parameter: _positive(environ, deadline_setting(parameter), seconds, float)
                 for parameter, seconds in defaults.deadlines.items()
@@ -97,12 +116,13 @@ class FlowSettings:
 
     def warnings(self) -> list[str]:
         """What in these settings is likely to hurt, for serve.py to say at start."""
-        if self.run_limit <= SQLITE_SAFE_RUN_LIMIT:
+        if self.serving != "process" or self.run_limit <= SQLITE_SAFE_RUN_LIMIT:
             return []
         return [
             f"FLOW_RUN_LIMIT={self.run_limit}: a Prefect server on SQLite stops answering at about 30 "
-            f"waiting runs (each holds websockets while it waits); run Prefect on PostgreSQL or keep "
-            f"FLOW_RUN_LIMIT at {SQLITE_SAFE_RUN_LIMIT} or less."
+            f"waiting runs served as processes (each holds websockets while it waits); serve them as "
+            f"coroutines (unset FLOW_SERVING), run Prefect on PostgreSQL, or keep FLOW_RUN_LIMIT at "
+            f"{SQLITE_SAFE_RUN_LIMIT} or less."
         ]
 
 
