@@ -376,3 +376,33 @@ def test_a_missing_webhook_url_fails_the_first_invocation_naming_the_setting(sta
         SettingsError, match="AZURE_STORAGE_WEBHOOK_URL is not set: set it to the `azure-storage`"
     ):
         relay.announce("early.csv")
+
+
+def key_vault_reference(setting: str) -> str:
+    """What Azure leaves in an app setting whose Key Vault reference it could not resolve."""
+    secret = setting.replace("_", "-")
+    return f"@Microsoft.KeyVault(SecretUri=https://kv-example.vault.azure.net/secrets/{secret}/0123abcd)"
+
+
+def test_an_unresolved_summary_reference_fails_only_the_emitter_naming_the_setting(start_relay, receiver):
+    relay = start_relay(SUMMARY_WEBHOOK_URL=key_vault_reference("SUMMARY_WEBHOOK_URL"))
+    relay.upload("ledger.csv", b"1\n2\n", tracking_id=tracking_id())
+
+    assert set(relay.host.functions) == {"announce_file", "emit_records"}
+    relay.announce("ledger.csv")
+    assert len(receiver.to(BLOB_CREATED)) == 1
+    with pytest.raises(SettingsError, match=r"^SUMMARY_WEBHOOK_URL: Key Vault reference not resolved\. "):
+        relay.emit()
+    assert receiver.to(SUMMARY) == []
+
+
+def test_an_unresolved_blob_created_reference_fails_the_announcement_naming_the_setting(start_relay, receiver):
+    relay = start_relay(AZURE_STORAGE_WEBHOOK_TOKEN=key_vault_reference("AZURE_STORAGE_WEBHOOK_TOKEN"))
+    relay.upload("ledger.csv", b"1\n", tracking_id=tracking_id())
+
+    with pytest.raises(
+        SettingsError, match=r"^AZURE_STORAGE_WEBHOOK_TOKEN: Key Vault reference not resolved\. .*kv-example"
+    ):
+        relay.announce("ledger.csv")
+    assert receiver.to(BLOB_CREATED) == []
+    assert relay.work_items() == []
