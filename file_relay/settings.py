@@ -71,7 +71,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "STORAGE_CONNECTION",
-        "AzureWebJobsStorage",
+        HOST_STORAGE,
         "Name of the app setting (or identity-setting prefix) for the account holding the incoming "
         "container, the emit queue and the records queue. With a managed identity, only "
         "`AzureWebJobsStorage` may name its account with `__accountName`; another name needs "

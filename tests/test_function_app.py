@@ -399,7 +399,9 @@ def test_an_unresolved_summary_reference_fails_only_the_emitter_naming_the_setti
     assert receiver.to(SUMMARY) == []
 
 
-def test_an_unresolved_blob_created_reference_fails_the_announcement_naming_the_setting(start_relay, receiver):
+def test_an_unresolved_blob_created_reference_fails_the_announcement_naming_the_setting(
+    start_relay, receiver
+):
     relay = start_relay(AZURE_STORAGE_WEBHOOK_TOKEN=key_vault_reference("AZURE_STORAGE_WEBHOOK_TOKEN"))
     relay.upload("ledger.csv", b"1\n", tracking_id=tracking_id())
 
