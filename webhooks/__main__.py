@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_gateway_address(provision)
     provision.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="webhooks config file (default: %(default)s)")
     provision.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="file to write (default: %(default)s)")
+    provision.add_argument("--allow-any-host", action="store_true",
+                           help="send the API key to a PREFECT_API_URL that is not https://api.prefect.cloud")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -168,7 +170,7 @@ def _provision(args: argparse.Namespace) -> int:
     else:
         api_url, api_key, _ = _prefect_settings()
         try:
-            cloud = CloudWebhooks(api_url, api_key)
+            cloud = CloudWebhooks(api_url, api_key, args.allow_any_host)
             try:
                 results = provision_cloud(webhooks, cloud)
             finally:
@@ -179,7 +181,11 @@ def _provision(args: argparse.Namespace) -> int:
     for result in results:
         print(f"{result.webhook.name:<16} {result.action:<10} {result.url}")
     values = sender_settings(results)
-    write_env_file(args.env_file, values)
+    try:
+        write_env_file(args.env_file, values)
+    except ProvisioningError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"Wrote {', '.join(values)} to {args.env_file}")
     return 0
 
