@@ -200,9 +200,7 @@ def _subscription_validation(slug: str, raw: bytes) -> Response:
 
 
 def _abuse_protection(request: Request) -> Response:
-    """CloudEvents webhook handshake: consent to deliveries from the requesting origin, at any rate.
-
-    Reached only for an unprotected hook, an authenticated request, or an allowed origin."""
+    """CloudEvents webhook handshake: consent to deliveries from the requesting origin, at any rate."""
     headers = {"Allow": ", ".join(METHODS)}
     origin = request.headers.get("webhook-request-origin")
     if origin:
