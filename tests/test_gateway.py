@@ -2,6 +2,8 @@
 
 import base64
 import hashlib
+import os
+import sys
 import hmac
 import json
 import socket
@@ -13,8 +15,8 @@ import httpx
 import pytest
 
 from devstack.prefect_api import read_events, wait_for_events
-from devstack.processes import ServiceError, wait_until
-from devstack.services import REPO_ROOT, Gateway
+from devstack.processes import ManagedProcess, ServiceError, free_port, wait_until
+from devstack.services import REPO_ROOT, Gateway, http_ok
 from tests.webhook_examples import EXAMPLES, blob_created
 from webhooks.catalog import load_catalog
 from webhooks.rendering import FAILED_EVENT, MAX_BODY_DEPTH, MAX_EVENT_BYTES, EventRenderer
@@ -452,3 +454,18 @@ def test_webhooks_without_auth_are_not_served_beyond_loopback_unless_allowed(pre
         finally:
             exposed.stop()
     assert "--allow-unauthenticated" in str(refused.value)
+
+
+def test_by_default_the_queue_lives_in_the_per_user_state_folder_and_says_so(prefect_server, service_logs, tmp_path):
+    port = free_port()
+    gateway = ManagedProcess(
+        "default-gateway", [sys.executable, "-m", "webhooks", "serve", "--port", str(port)], service_logs / f"gateway-{port}.log",
+        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url, "XDG_STATE_HOME": str(tmp_path)}, cwd=REPO_ROOT,
+    ).start()
+    try:
+        gateway.wait_healthy(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 30)
+        queue = tmp_path / "prefect-webhook-gateway" / "outbox.sqlite3"
+        assert f"Queue: {queue} (the default: a per-user state folder" in gateway.output()
+        assert queue.exists()
+    finally:
+        gateway.stop()
