@@ -131,18 +131,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"  {base}/hooks/{webhook.slug}  ({webhook.name}, auth: {webhook.auth})", flush=True)
     where = " (the default: a per-user state folder; --data-dir to choose)" if args.data_dir == DEFAULT_DATA_DIR else ""
     print(f"Queue: {outbox.path}{where}   Health: {base}/health", flush=True)
+    log = logging.getLogger("webhooks.gateway")
     if open_hooks:
-        logging.getLogger("webhooks.gateway").warning(
-            "%s accept(s) requests without auth: anyone who reaches %s can make events", ", ".join(open_hooks), base
-        )
+        log.warning("%s accept(s) requests without auth: anyone who reaches %s can make events", ", ".join(open_hooks), base)
     if previous_api:
-        logging.getLogger("webhooks.gateway").warning("the queue was bound to %s; now to %s", previous_api, api_url)
-    old_queue = OLD_DEFAULT_DATA_DIR / "outbox.sqlite3"
-    if args.data_dir == DEFAULT_DATA_DIR and old_queue.exists():
-        logging.getLogger("webhooks.gateway").warning(
-            "a queue from an earlier version is at %s: if it still holds events, run once with --data-dir %s",
-            old_queue, OLD_DEFAULT_DATA_DIR,
-        )
+        log.warning("the queue was bound to %s; now to %s", previous_api, api_url)
+    if args.data_dir == DEFAULT_DATA_DIR and (OLD_DEFAULT_DATA_DIR / "outbox.sqlite3").exists():
+        log.warning("a queue from an earlier version is in %s: if it still holds events, run once with --data-dir %s",
+                    OLD_DEFAULT_DATA_DIR, OLD_DEFAULT_DATA_DIR)
     uvicorn.run(
         gateway.app, host=args.host, port=args.port, access_log=False, log_level="warning", lifespan="on",
         limit_concurrency=args.max_connections,
