@@ -19,7 +19,8 @@ from devstack.processes import ManagedProcess, ServiceError, free_port, wait_unt
 from devstack.services import REPO_ROOT, Gateway, http_ok
 from tests.webhook_examples import EXAMPLES, blob_created
 from webhooks.catalog import load_catalog
-from webhooks.rendering import FAILED_EVENT, MAX_BODY_DEPTH, MAX_EVENT_BYTES, EventRenderer
+from webhooks.limits import MAX_BODY_DEPTH, MAX_EVENT_BYTES
+from webhooks.rendering import FAILED_EVENT, EventRenderer
 
 TEMPLATES = REPO_ROOT / "webhooks" / "templates"
 TOKEN = "lab-token"

@@ -11,9 +11,8 @@ from pydantic import ValidationError
 
 from webhooks.catalog import Webhook, load_catalog
 from tests.webhook_examples import EXAMPLES, blob_created
-from webhooks.rendering import (
-    COPY_LIMIT_BYTES, FAILED_EVENT, HIDDEN_HEADERS, MAX_BODY_DEPTH, MAX_EVENT_BYTES, EventRenderer, check_event,
-)
+from webhooks.limits import COPY_LIMIT_BYTES, MAX_BODY_DEPTH, MAX_EVENT_BYTES
+from webhooks.rendering import FAILED_EVENT, HIDDEN_HEADERS, EventRenderer, check_event
 
 JSON = [("Content-Type", "application/json")]
 

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-import pydantic_core
 from jinja2 import ChainableUndefined, TemplateSyntaxError
 from prefect.server.events.schemas.events import Event
 from prefect.server.utilities.user_templates import (
@@ -31,6 +30,7 @@ from prefect.settings import get_current_settings
 from pydantic import ValidationError
 
 from webhooks.catalog import ConfigError, Webhook
+from webhooks.limits import MAX_BODY_DEPTH, EventTooLarge, check_publishable, excerpt, nesting_depth
 
 # Prefect Cloud's name for it, so automations move between Cloud and the gateway unchanged.
 FAILED_EVENT = "prefect-cloud.webhook.failed"
@@ -42,16 +42,6 @@ HIDDEN_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
 # Fields Prefect parses rather than takes as they are; the gateway fills them unless a template does.
 _PARSED_FIELDS = frozenset({"id", "occurred", "follows"})
 _LIMITS = get_current_settings().server.events
-# Prefect refuses to publish a larger event after answering 204; it adds `received` and writes
-# some fields its own way, so keep a margin below its limit.
-MAX_EVENT_BYTES = _LIMITS.maximum_size_bytes - 1024
-# Prefect's event consumers parse with pydantic-core, which stops at 201 levels of nesting and
-# drops the event (after the 204). A body sits two levels down, in `payload.body`.
-PREFECT_MAX_DEPTH = 201
-MAX_BODY_DEPTH = PREFECT_MAX_DEPTH - 2
-# What a failure event copies of each part of the request, at most (as JSON; a string may grow
-# up to 6 times when written as JSON).
-COPY_LIMIT_BYTES = 16 * 1024
 
 
 class MalformedBody(ValueError):
@@ -60,10 +50,6 @@ class MalformedBody(ValueError):
     def __init__(self, message: str, text: str) -> None:
         super().__init__(message)
         self.text = text
-
-
-class EventTooLarge(ValueError):
-    """A rendered event larger than Prefect publishes."""
 
 
 class RequestHeaders(dict):
@@ -102,25 +88,11 @@ def parse_body(content_type: str, raw: bytes) -> Any:
             raise MalformedBody(f"the body is not valid JSON ({error})", text) from None
         return text
     # Nesting needs brackets: most bodies have too few to be deep, and skip the walk.
-    if raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH and _depth(body) > MAX_BODY_DEPTH:
+    if raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH and nesting_depth(body) > MAX_BODY_DEPTH:
         if declared:
             raise MalformedBody(f"the body is nested deeper than {MAX_BODY_DEPTH} levels, more than Prefect stores", text)
         return text
     return body
-
-
-def _depth(value: Any) -> int:
-    """How many levels of arrays and objects `value` nests, counted up to MAX_BODY_DEPTH + 1."""
-    depth, level = 0, [value] if isinstance(value, (dict, list)) else []
-    while level and depth <= MAX_BODY_DEPTH:
-        depth += 1
-        level = [
-            child
-            for node in level
-            for child in (node.values() if isinstance(node, dict) else node)
-            if isinstance(child, (dict, list))
-        ]
-    return depth
 
 
 def from_cloud_event(body: Any, headers: RequestHeaders) -> str:
@@ -232,7 +204,7 @@ class EventRenderer:
                 rendered = self._template.render(method=method, headers=headers, body=element_body)
                 key = _idempotency_key(self.webhook.slug, header_key, raw, element_body, index if split else None)
                 event = self._complete(rendered, method, headers, element_body, key)
-                _check_publishable(event)
+                check_publishable(event)
                 result.events.append(event)
                 if key and event["id"] == key.event_id:
                     result.keys[event["id"]] = key
@@ -275,38 +247,8 @@ class EventRenderer:
             "occurred": _now(),
             "event": FAILED_EVENT,
             "resource": self._resource,
-            "payload": {"method": method, **{name: _excerpt(value) for name, value in copied.items()}},
+            "payload": {"method": method, **{name: excerpt(value) for name, value in copied.items()}},
         }
-
-
-def _excerpt(value: Any) -> Any:
-    """`value` when its JSON fits in COPY_LIMIT_BYTES, else its start as text, saying how much is left out."""
-    if isinstance(value, str):
-        if len(value) <= COPY_LIMIT_BYTES:
-            return value
-        return f"{value[:COPY_LIMIT_BYTES]}… (truncated: {len(value)} characters in all)"
-    text = orjson.dumps(value)
-    if len(text) <= COPY_LIMIT_BYTES:
-        return value
-    return f"{text[:COPY_LIMIT_BYTES].decode(errors='ignore')}… (truncated: {len(text)} bytes of JSON in all)"
-
-
-def _check_publishable(event: dict[str, Any]) -> None:
-    """Raise where Prefect would answer 204 for `event` and then drop it: too large, or nested too deep."""
-    try:
-        text = orjson.dumps(event)
-    except orjson.JSONEncodeError as error:
-        raise ValueError(f"the event cannot be written as JSON ({error})") from None
-    if len(text) > MAX_EVENT_BYTES:
-        raise EventTooLarge(
-            f"the event is {len(text)} bytes as JSON, more than the {MAX_EVENT_BYTES} Prefect publishes "
-            f"(PREFECT_EVENTS_MAXIMUM_SIZE_BYTES less a margin): send less, or copy less of the body into it"
-        )
-    if text.count(b"[") + text.count(b"{") > PREFECT_MAX_DEPTH:
-        try:
-            pydantic_core.from_json(text)  # the parser Prefect's consumers read events with
-        except ValueError:
-            raise ValueError(f"the event nests deeper than the {PREFECT_MAX_DEPTH} levels Prefect reads") from None
 
 
 def check_event(event: dict[str, Any]) -> None:
