@@ -2,11 +2,11 @@
 
 import base64
 import hashlib
-import os
-import sys
 import hmac
 import json
+import os
 import socket
+import sys
 import time
 import uuid
 from urllib.parse import urlencode
