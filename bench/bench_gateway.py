@@ -18,8 +18,8 @@ so the bare endpoint is measured with the same client to keep the comparison fai
     .venv/bin/python bench/bench_gateway.py --requests 2000 --concurrency 8
     .venv/bin/python bench/bench_gateway.py --max-events-per-second 50   # forward slower during the burst
 
-uvicorn serves with h11 and asyncio unless `httptools` and `uvloop` are installed (uvicorn's
-"standard" extras, not in requirements-dev.txt); it then uses them for every server alike.
+uvicorn serves with `httptools` and `uvloop` (its "standard" extras, pinned in
+requirements-dev.txt) for every server alike; uninstall them to measure h11 and asyncio.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ class Scenario:
     Args:
         message: a regular expression the run's state message must match.
         expected: the expectation as the report shows it.
+        records: how many records the file holds.
     """
 
     name: str
@@ -45,6 +46,7 @@ class Scenario:
     state: str
     message: str
     expected: str
+    records: int = RECORDS
 
 
 SCENARIOS = (
@@ -123,11 +125,11 @@ class ScenarioPlayer:
 
     def play(self, scenarios: tuple[Scenario, ...], timeout: float) -> list[Observation]:
         """Send every scenario's file, then watch until every run ended or `timeout` seconds passed."""
-        observations = [self._send(scenario) for scenario in scenarios]
+        observations = [self.send(scenario) for scenario in scenarios]
         until = time.monotonic() + timeout
         with self.console.status("Waiting for the flow runs…") as status:
             while True:
-                self._observe(observations)
+                self.observe(observations)
                 waiting = [o.scenario.name for o in observations if not o.finished]
                 if not waiting or time.monotonic() > until:
                     break
@@ -138,7 +140,8 @@ class ScenarioPlayer:
                 self._say(observation, f"[red]still {observation.state} after {timeout:g} s[/]: giving up")
         return observations
 
-    def _send(self, scenario: Scenario) -> Observation:
+    def send(self, scenario: Scenario) -> Observation:
+        """Play the mainframe for one file of `scenario`: kickoff, transfer, upload."""
         token = uuid.uuid4().hex
         tracking_id, file_name = (
             f"demo-{scenario.name}-{token[:8]}",
@@ -147,13 +150,14 @@ class ScenarioPlayer:
         observation = Observation(scenario, tracking_id, file_name, datetime.now(UTC))
         self.mainframe.kickoff(file_name, tracking_id)
         self.mainframe.transfer(file_name, tracking_id)
-        self.mainframe.upload(file_name, ledger(RECORDS, scenario.malformed), tracking_id)
+        self.mainframe.upload(file_name, ledger(scenario.records, scenario.malformed), tracking_id)
         self._say(
-            observation, f"kickoff, transfer, upload of {file_name}: {RECORDS} records, {scenario.what}"
+            observation, f"kickoff, transfer, upload of {file_name}: {scenario.records} records, {scenario.what}"
         )
         return observation
 
-    def _observe(self, observations: list[Observation]) -> None:
+    def observe(self, observations: list[Observation]) -> None:
+        """Note each file's run and stage events as the Prefect API shows them now."""
         since = min(o.kicked_off_at for o in observations) - timedelta(seconds=30)
         runs = runs_by_tracking_id(self.api_url, self.deployment_id, since)
         events = read_events(self.api_url, WATCHED_EVENTS, since=since)

@@ -6,6 +6,7 @@ moment it lands, whatever its size.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timezone
 
@@ -16,6 +17,8 @@ from file_relay.settings import RelaySettings
 from file_relay.work_item import WorkItem
 
 EVENT_TYPE = "Microsoft.Storage.BlobCreated"
+
+logger = logging.getLogger(__name__)
 
 
 class MissingTrackingId(ValueError):
@@ -80,11 +83,13 @@ def announce(blob: BlobClient, settings: RelaySettings, sender: WebhookSender | 
     properties = blob.get_blob_properties()
     path = f"{blob.container_name}/{blob.blob_name}"
     etag = unquoted(properties.etag)
+    metadata = {key.lower(): value for key, value in (properties.metadata or {}).items()}
+    tracking_id = metadata.get(settings.tracking_id_key.lower(), "").strip()
+    # Names the file in the invocation's telemetry, so a failed announcement can be found by trackingId.
+    logger.info("%s: announcing eTag %s for trackingId %s", path, etag, tracking_id or "(none)")
     delivery = blob_created_delivery(blob, properties, settings.storage_account_resource_id)
     sender.post(webhook, delivery, idempotency_key(etag, "blob-created", path))
 
-    metadata = {key.lower(): value for key, value in (properties.metadata or {}).items()}
-    tracking_id = metadata.get(settings.tracking_id_key.lower(), "").strip()
     if not tracking_id:
         raise MissingTrackingId(
             f"blob {path} has no {settings.tracking_id_key!r} metadata, so its records cannot be correlated "

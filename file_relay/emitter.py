@@ -108,6 +108,8 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
     started = time.monotonic()
     keep_freed_buffers()
     item = WorkItem.from_json(body)
+    # Names the file in the invocation's telemetry, so a failed emission can be found by trackingId.
+    logger.info("%s: emitting eTag %s for trackingId %s", item.path, item.etag, item.tracking_id)
     webhook = settings.webhook("summary")
     sender = sender or WebhookSender(settings.retry, settings.webhook_timeout)
     account = StorageAccount(settings.storage_connection)

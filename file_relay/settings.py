@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 from file_relay.delivery import RetryPolicy, Webhook
 
 TRIGGER_SOURCES = ("LogsAndContainerScan", "EventGrid")
+HOST_STORAGE = "AzureWebJobsStorage"
+# What Azure leaves in an app setting whose Key Vault reference it could not resolve.
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 COMPRESSIONS = ("zlib", "none")
 GATEWAY_URL = "http://127.0.0.1:4280/hooks"
 
@@ -68,9 +71,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "STORAGE_CONNECTION",
-        "AzureWebJobsStorage",
+        HOST_STORAGE,
         "Name of the app setting (or identity-setting prefix) for the account holding the incoming "
-        "container, the emit queue and the records queue.",
+        "container, the emit queue and the records queue. With a managed identity, only "
+        "`AzureWebJobsStorage` may name its account with `__accountName`; another name needs "
+        "`<name>__blobServiceUri` and `<name>__queueServiceUri`.",
         "bindings",
     ),
     Setting(
@@ -135,7 +140,7 @@ _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 @dataclass(frozen=True)
 class RelaySettings:
-    """The settings file_relay reads, parsed. Webhook URLs are required only where they are used."""
+    """The settings file_relay reads, parsed. Webhook settings are checked only where they are used."""
 
     storage_connection: str
     blob_trigger_source: str
@@ -149,17 +154,19 @@ class RelaySettings:
     webhook_timeout: float
     retry: RetryPolicy
     storage_account_resource_id: str
-    webhooks: Mapping[str, Webhook]
+    # The <PREFIX>_WEBHOOK_* values as given: a bad one fails only the function that posts to it.
+    webhook_values: Mapping[str, str]
 
     def webhook(self, name: str) -> Webhook:
-        """The webhook `name`, or a SettingsError naming its URL setting."""
-        if name not in self.webhooks:
+        """The webhook `name`, or a SettingsError naming the setting that is missing or malformed."""
+        webhook = webhook_from(self.webhook_values, name, WEBHOOKS[name])
+        if webhook is None:
             raise SettingsError(
                 f"{WEBHOOKS[name]}_WEBHOOK_URL is not set: set it to the `{name}` webhook's URL "
                 f"(`python -m webhooks provision` writes it to webhooks.env; the local gateway's is "
                 f"{GATEWAY_URL}/{name})."
             )
-        return self.webhooks[name]
+        return webhook
 
 
 class _Environment:
@@ -195,14 +202,44 @@ class _Environment:
             raise SettingsError(f"{name} is {value!r}; set it to {kind} of at least {minimum:g}.")
         return number
 
-    def webhook(self, name: str) -> Webhook | None:
-        prefix = WEBHOOKS[name]
-        names = (f"{prefix}_WEBHOOK_URL", f"{prefix}_WEBHOOK_TOKEN", f"{prefix}_WEBHOOK_SECRET")
-        return webhook_from({setting: self.text(setting) for setting in names}, name, prefix)
+    def webhook_values(self) -> dict[str, str]:
+        return {name: self.text(name) for name in _BY_NAME if "_WEBHOOK_" in name}
+
+    def storage_connection(self) -> str:
+        """STORAGE_CONNECTION, refused when its identity settings are a form the bindings cannot read."""
+        name = self.text("STORAGE_CONNECTION")
+        identity = sorted(key for key in self.environ if key.startswith(f"{name}__"))
+        if name == HOST_STORAGE or self.environ.get(name, "").strip() or not identity:
+            return name
+        # The blob binding reads __serviceUri before __blobServiceUri, the queue bindings read it as
+        # the queue endpoint, and __accountName is the host storage's alone: only the two URIs work.
+        wrong = [key for key in identity if key.split("__", 1)[1] in ("accountName", "serviceUri")]
+        missing = [
+            key for key in (f"{name}__blobServiceUri", f"{name}__queueServiceUri") if key not in identity
+        ]
+        if wrong or missing:
+            raise SettingsError(
+                f"STORAGE_CONNECTION is {name!r}, with identity settings {', '.join(identity)}: only "
+                f"{HOST_STORAGE} may name its account with __accountName, and __serviceUri is ambiguous "
+                f"for a connection that serves blobs and queues. Set {name}__blobServiceUri="
+                f"https://<account>.blob.core.windows.net and {name}__queueServiceUri="
+                f"https://<account>.queue.core.windows.net instead (optionally __credential and __clientId), "
+                f"or set STORAGE_CONNECTION={HOST_STORAGE}."
+            )
+        return name
 
 
 def webhook_from(values: Mapping[str, str], name: str, prefix: str) -> Webhook | None:
     """Webhook `name` from `<prefix>_WEBHOOK_URL`, `_TOKEN` and `_SECRET` in `values`; None without a URL."""
+    for setting in (f"{prefix}_WEBHOOK_URL", f"{prefix}_WEBHOOK_TOKEN", f"{prefix}_WEBHOOK_SECRET"):
+        value = values.get(setting, "").strip()
+        if value.startswith(KEY_VAULT_REFERENCE):
+            raise SettingsError(
+                f"{setting}: Key Vault reference not resolved. Azure passed the reference itself, "
+                f"{value!r}: the app's identity could not read that secret (a new role assignment takes "
+                f"minutes to apply) or the secret does not exist. Refresh the app's references "
+                f"(docs/azure.md#key-vault-reference-not-resolved); the app restarts once they resolve."
+            )
     url = values.get(f"{prefix}_WEBHOOK_URL", "").strip()
     if not url:
         return None
@@ -230,9 +267,8 @@ def _secret(name: str, values: Mapping[str, str]) -> bytes:
 def load_settings(environ: Mapping[str, str] | None = None) -> RelaySettings:
     """Parse the settings from `environ` (default: the process environment, where app settings live)."""
     env = _Environment(os.environ if environ is None else environ)
-    webhooks = {name: webhook for name in WEBHOOKS if (webhook := env.webhook(name))}
     return RelaySettings(
-        storage_connection=env.text("STORAGE_CONNECTION"),
+        storage_connection=env.storage_connection(),
         blob_trigger_source=env.choice("BLOB_TRIGGER_SOURCE", TRIGGER_SOURCES),
         incoming_container=env.text("INCOMING_CONTAINER"),
         emit_queue=env.text("EMIT_QUEUE"),
@@ -247,5 +283,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> RelaySettings:
             backoff=env.number("WEBHOOK_BACKOFF_SECONDS", 0),
         ),
         storage_account_resource_id=env.text("STORAGE_ACCOUNT_RESOURCE_ID"),
-        webhooks=webhooks,
+        webhook_values=env.webhook_values(),
     )

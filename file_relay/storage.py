@@ -32,8 +32,9 @@ class StorageAccount:
         if not self.connection_string and not self._identity_endpoint("blob"):
             raise SettingsError(
                 f"the storage connection {connection!r} is not set: set the app setting {connection} to "
-                f"a connection string (locally `UseDevelopmentStorage=true`), or {connection}__accountName "
-                f"for a managed identity. STORAGE_CONNECTION names which setting to use."
+                f"a connection string (locally `UseDevelopmentStorage=true`), or, for a managed identity, "
+                f"{connection}__blobServiceUri and {connection}__queueServiceUri (AzureWebJobsStorage may "
+                f"use AzureWebJobsStorage__accountName). STORAGE_CONNECTION names which setting to use."
             )
 
     def blob(self, container: str, name: str) -> BlobClient:

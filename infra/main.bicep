@@ -21,6 +21,16 @@ param principalId string = ''
 @description('Kind of principal `principalId` is: a person (User) or a CI identity (ServicePrincipal).')
 param principalType string = 'User'
 
+@description('Object id of the identity the mainframe uploads files with; gets Storage Blob Data Contributor on the incoming container only. Empty: none.')
+param uploaderPrincipalId string = ''
+
+@allowed(['User', 'ServicePrincipal', 'Group'])
+@description('Kind of principal `uploaderPrincipalId` is.')
+param uploaderPrincipalType string = 'ServicePrincipal'
+
+@description('Email address that receives the alerts (dead-lettered or undeliverable blob events, poison queues). Empty: the alerts fire in Azure Monitor only.')
+param alertEmail string = ''
+
 @description('Resource group to create; default rg-<environmentName>.')
 param resourceGroupName string = ''
 
@@ -30,8 +40,11 @@ param functionAppName string = ''
 @description('Storage account name (3-24 lowercase letters and digits, globally unique); default st<unique suffix>.')
 param storageAccountName string = ''
 
-@description('Key Vault name (3-24 characters, globally unique); default kv-<unique suffix>.')
+@description('Key Vault name (3-24 characters, globally unique); default kv-<unique suffix of the seed below>.')
 param keyVaultName string = ''
+
+@description('Changes the default Key Vault name: `azd down` leaves the vault soft-deleted with its name for 7 days, so the postdown hook sets a new seed (AZURE_KEY_VAULT_NAME_SEED).')
+param keyVaultNameSeed string = ''
 
 @description('Container the mainframe uploads files to; the blob trigger watches it.')
 param incomingContainerName string = 'incoming'
@@ -65,9 +78,10 @@ param webhookAttempts string = '5'
 @description('WEBHOOK_BACKOFF_SECONDS: wait after the first failed webhook attempt; doubles per attempt.')
 param webhookBackoffSeconds string = '1'
 
-@minValue(40)
+// Flex Consumption accepts 1-1000: learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out
+@minValue(1)
 @maxValue(1000)
-@description('Most instances the app scales out to (Flex Consumption: 40-1000); each one posts to the webhooks.')
+@description('Most instances the app scales out to (Flex Consumption: 1-1000); each one posts to the webhooks, so a low value caps the load on Prefect.')
 param maximumInstanceCount int = 40
 
 @allowed([2048, 4096])
@@ -141,7 +155,7 @@ module vault 'modules/key-vault.bicep' = {
   scope: rg
   name: 'key-vault'
   params: {
-    name: !empty(keyVaultName) ? keyVaultName : 'kv-${resourceToken}'
+    name: !empty(keyVaultName) ? keyVaultName : 'kv-${uniqueString(resourceToken, keyVaultNameSeed)}'
     location: location
     tags: tags
     // The app settings that come from Key Vault; empty values are left out. A secure object, so
@@ -167,10 +181,14 @@ module access 'modules/access.bicep' = {
     location: location
     tags: tags
     storageAccountName: storage.outputs.name
+    incomingContainerName: incomingContainerName
+    deadLetterContainerName: deadLetterContainerName
     keyVaultName: vault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     userPrincipalId: principalId
     userPrincipalType: principalType
+    uploaderPrincipalId: uploaderPrincipalId
+    uploaderPrincipalType: uploaderPrincipalType
   }
 }
 
@@ -217,11 +235,28 @@ module events 'modules/event-grid.bicep' = {
     location: location
     tags: tags
     storageAccountName: storage.outputs.name
+    deadLetterContainerName: deadLetterContainerName
   }
 }
 
-// What the README's next steps and the postdeploy hook use (azd stores them in its environment).
+module alerts 'modules/alerts.bicep' = {
+  scope: rg
+  name: 'alerts'
+  params: {
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.workspaceId
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: vault.outputs.name
+    systemTopicName: events.outputs.name
+    poisonQueueNames: ['${emitQueueName}-poison', 'webjobs-blobtrigger-poison']
+    alertEmail: alertEmail
+  }
+}
+
+// What docs/azure.md's next steps and the postdeploy hook use (azd stores them in its environment).
 output AZURE_LOCATION string = location
+output AZURE_SUBSCRIPTION_ID string = subscription().subscriptionId
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from devstack.prefect_api import wait_for_events
-from devstack.processes import free_port, wait_until
+from devstack.processes import ServiceError, free_port, wait_until
 
 
 def summaries(count: int) -> list[dict]:
@@ -66,13 +66,17 @@ def test_webhooks_accepted_while_prefect_is_down_arrive_exactly_once_after_it_re
     wait_until(lambda: gateway.health()["queued"] == 0, 30, "the gateway's queue to empty")
 
 
-def test_events_acknowledged_before_a_crash_are_forwarded_after_restart(start_gateway, prefect_server):
-    gateway = start_gateway(f"http://127.0.0.1:{free_port()}/api")  # nothing listens there
+def test_a_queue_filled_for_one_prefect_goes_to_another_only_when_told_after_a_crash(start_gateway, prefect_server):
+    unreachable = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    gateway = start_gateway(unreachable)
     bodies = summaries(50)
     assert set(post_all(gateway.hook_url("summary"), bodies)) == {204}
     gateway.stop(signal.SIGKILL)
 
     gateway.api_url = prefect_server.api_url
+    with pytest.raises(ServiceError, match=f"holds 50 events accepted for the Prefect API {unreachable}, not {prefect_server.api_url}"):
+        gateway.start()
+    gateway.options.append("--rebind-queue")
     gateway.start()
     assert_each_exactly_once(stored_summaries(prefect_server.api_url, bodies), bodies)
 

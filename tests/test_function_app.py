@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import uuid
+from pathlib import Path
 
 import jinja2
 import pytest
@@ -19,6 +21,7 @@ from file_relay.envelopes import MAX_MESSAGE_BYTES
 from file_relay.settings import SettingsError
 from file_relay.work_item import WorkItemError
 
+REPO = Path(__file__).resolve().parent.parent
 BLOB_CREATED = "/hooks/azure-storage"
 SUMMARY = "/hooks/summary"
 
@@ -376,3 +379,69 @@ def test_a_missing_webhook_url_fails_the_first_invocation_naming_the_setting(sta
         SettingsError, match="AZURE_STORAGE_WEBHOOK_URL is not set: set it to the `azure-storage`"
     ):
         relay.announce("early.csv")
+
+
+def key_vault_reference(setting: str) -> str:
+    """What Azure leaves in an app setting whose Key Vault reference it could not resolve."""
+    secret = setting.replace("_", "-")
+    return f"@Microsoft.KeyVault(SecretUri=https://kv-example.vault.azure.net/secrets/{secret}/0123abcd)"
+
+
+def test_an_unresolved_summary_reference_fails_only_the_emitter_naming_the_setting(start_relay, receiver):
+    relay = start_relay(SUMMARY_WEBHOOK_URL=key_vault_reference("SUMMARY_WEBHOOK_URL"))
+    relay.upload("ledger.csv", b"1\n2\n", tracking_id=tracking_id())
+
+    assert set(relay.host.functions) == {"announce_file", "emit_records"}
+    relay.announce("ledger.csv")
+    assert len(receiver.to(BLOB_CREATED)) == 1
+    with pytest.raises(SettingsError, match=r"^SUMMARY_WEBHOOK_URL: Key Vault reference not resolved\. "):
+        relay.emit()
+    assert receiver.to(SUMMARY) == []
+
+
+def test_an_unresolved_blob_created_reference_fails_the_announcement_naming_the_setting(
+    start_relay, receiver
+):
+    relay = start_relay(AZURE_STORAGE_WEBHOOK_TOKEN=key_vault_reference("AZURE_STORAGE_WEBHOOK_TOKEN"))
+    relay.upload("ledger.csv", b"1\n", tracking_id=tracking_id())
+
+    with pytest.raises(
+        SettingsError, match=r"^AZURE_STORAGE_WEBHOOK_TOKEN: Key Vault reference not resolved\. .*kv-example"
+    ):
+        relay.announce("ledger.csv")
+    assert receiver.to(BLOB_CREATED) == []
+    assert relay.work_items() == []
+
+
+def failed_files_query_fields() -> dict[str, re.Pattern[str]]:
+    """The fields docs/azure.md's failed-files query extracts from log lines, with their patterns."""
+    docs = (REPO / "docs" / "azure.md").read_text()
+    query = docs[docs.index("<!-- query: failed-files -->") :].split("```")[1]
+    fields = re.findall(r'(\w+) = extract\(@"([^"]+)", 1, message\)', query)
+    return {name: re.compile(pattern) for name, pattern in fields}
+
+
+def test_the_docs_failed_files_query_finds_file_etag_and_tracking_id_in_both_functions_logs(
+    start_relay, caplog
+):
+    relay = start_relay()
+    tracking = tracking_id()
+    properties = relay.upload("daily/ledger 1.csv", b"1\n", tracking_id=tracking)
+    caplog.set_level(logging.INFO, logger="file_relay")
+
+    relay.announce("daily/ledger 1.csv")
+    relay.emit()
+
+    fields = failed_files_query_fields()
+    assert set(fields) == {"file", "eTag", "trackingId"}
+    # As the query does: lines that have "for trackingId" and a file.
+    messages = [record.getMessage() for record in caplog.records]
+    lines = [line for line in messages if "for trackingId" in line and fields["file"].search(line)]
+    assert len(lines) == 2, messages
+    for line in lines:
+        found = {name: pattern.search(line).group(1) for name, pattern in fields.items()}
+        assert found == {
+            "file": f"{relay.container.container_name}/daily/ledger 1.csv",
+            "eTag": properties.etag.strip('"'),
+            "trackingId": tracking,
+        }

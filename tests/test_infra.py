@@ -165,12 +165,21 @@ def test_flex_runtime_is_the_code_worker_and_the_project_python() -> None:
     assert runtime == {"name": code_settings()[RUNTIME_SETTING].default, "version": python}
 
 
-def test_app_indexes_its_event_grid_blob_trigger_under_the_bicep_settings() -> None:
+def unresolved_reference(setting: str) -> str:
+    """What Azure gives the app for a Key Vault reference it could not resolve: the reference itself."""
+    secret = setting.replace("_", "-")
+    return f"@Microsoft.KeyVault(SecretUri=https://kv-example.vault.azure.net/secrets/{secret}/0123abcd)"
+
+
+def test_app_indexes_every_function_under_the_bicep_settings_with_references_unresolved() -> None:
     environment = {
         name: value for name, expr in deployed_settings().items() if (value := resolve(expr)) is not None
     }
     # Indexing reads only names; the account is the one the Bicep creates, not reached here.
     environment["AzureWebJobsStorage__accountName"] = "stexample"
+    # A first deploy can start the app before its identity may read the vault.
+    vault_settings = [setting["name"] for setting in module_params("vault")["secrets"]["settings"]]
+    environment |= {name: unresolved_reference(name) for name in vault_settings}
     index = (
         "import json, function_app\n"
         "functions = function_app.app.get_functions()\n"
@@ -186,6 +195,7 @@ def test_app_indexes_its_event_grid_blob_trigger_under_the_bicep_settings() -> N
     )
     assert run.returncode == 0, run.stderr
     functions = {name: function["bindings"] for name, function in json.loads(run.stdout).items()}
+    assert set(functions) == {"announce_file", "emit_records"}
     subscription = bicep("blob-subscription.bicep")["parameters"]["functionName"]["default"]
     assert subscription in functions, (
         f"blob-subscription.bicep targets {subscription}, the app has {sorted(functions)}"
@@ -216,9 +226,8 @@ def test_modules_are_called_with_the_parameters_they_declare() -> None:
         )
         assert required <= passed, f"module {symbol} misses required parameters {sorted(required - passed)}"
         used = set(re.findall(rf"\b{symbol}\.outputs\.(\w+)", main_text))
-        assert used <= set(declared["outputs"]), (
-            f"{symbol} has no outputs {sorted(used - set(declared['outputs']))}"
-        )
+        outputs = set(declared.get("outputs", {}))
+        assert used <= outputs, f"{symbol} has no outputs {sorted(used - outputs)}"
 
 
 def test_azd_parameters_and_hooks_fit_the_templates() -> None:
@@ -235,7 +244,9 @@ def test_azd_parameters_and_hooks_fit_the_templates() -> None:
         f"main.bicep does not output {sorted(needed - set(main['outputs']))}"
     )
     subscription_params = bicep("blob-subscription.bicep")["parameters"]
-    passed = set(re.findall(r"^\s+(\w+)=\"\$", script, re.MULTILINE))
+    start = script.index("--parameters")
+    arguments = script[start : script.index("--output", start)]
+    passed = set(re.findall(r"^\s+(\w+)=\"\$", arguments, re.MULTILINE))
     required = {name for name, param in subscription_params.items() if param["default"] is None}
     assert required <= passed <= set(subscription_params)
 
@@ -243,53 +254,88 @@ def test_azd_parameters_and_hooks_fit_the_templates() -> None:
     assert hooks and all((REPO / hook).is_file() for hook in hooks), hooks
 
 
-def use_webhooks_env(webhooks_env: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the preprovision hook on `webhooks_env`."""
-    script = INFRA / "scripts" / "use-webhooks-env.sh"
-    return subprocess.run(["sh", str(script), str(webhooks_env)], capture_output=True, text=True, env=env)
+def role_assignments(relative_path: str) -> dict[str, dict]:
+    """The role assignments in infra/<relative_path>, by symbol."""
+    resources = bicep(relative_path)["resources"]
+    return {
+        symbol: resource["config"].get("config", resource["config"])
+        for symbol, resource in resources.items()
+        if resource["type"] == "Microsoft.Authorization/roleAssignments"
+    }
 
 
-@pytest.fixture
-def stand_in_azd(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """azd cannot be installed here: a stand-in on PATH records each `azd env set NAME VALUE`."""
-    calls = tmp_path / "azd-calls"
-    azd = tmp_path / "bin" / "azd"
-    azd.parent.mkdir()
-    azd.write_text('#!/bin/sh\n[ "$1 $2" = "env set" ] && printf "%s=%s\\n" "$3" "$4" >> "$AZD_CALLS"\n')
-    azd.chmod(0o755)
-    env = {**os.environ, "PATH": f"{azd.parent}{os.pathsep}{os.environ['PATH']}", "AZD_CALLS": str(calls)}
-    return env, calls
+def test_blob_data_writers_other_than_the_app_are_confined_to_one_container() -> None:
+    checked = []
+    for path in ("modules/access.bicep", "modules/event-grid.bicep"):
+        resources = bicep(path)["resources"]
+        for symbol, assignment in role_assignments(path).items():
+            if "storageBlobDataContributor" in json.dumps(assignment["properties"]["roleDefinitionId"]):
+                scope = resources[assignment["scope"]]
+                assert scope["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers", (
+                    f"{path} {symbol}: Storage Blob Data Contributor on {assignment['scope']} can read "
+                    f"azure-webjobs-secrets and replace the app package; scope it to its container"
+                )
+                checked.append(symbol)
+    assert sorted(checked) == ["deadLetterRole", "uploaderRoles"]
 
 
-def test_webhooks_env_reaches_the_azd_environment_without_other_lines(
-    tmp_path: Path, stand_in_azd: tuple[dict[str, str], Path]
-) -> None:
-    env, calls = stand_in_azd
-    webhooks_env = tmp_path / "webhooks.env"
-    webhooks_env.write_bytes(
-        b"# written by python -m webhooks provision\r\n"
-        b"SUMMARY_WEBHOOK_URL=https://api.prefect.cloud/hooks/abc?x=1&y=2\r\n"
-        b'AZURE_STORAGE_WEBHOOK_URL="https://api.prefect.cloud/hooks/def"\n'
-        b"SUMMARY_WEBHOOK_SECRET='whsec_c2VjcmV0'\n"
-        b"PREFECT_API_URL=https://api.prefect.cloud/api\n"
-        b"RECONCILIATION_WEBHOOK_TOKEN=tok"  # no final newline
-    )
-    run = use_webhooks_env(webhooks_env, env)
-    assert run.returncode == 0, run.stderr
-    assert calls.read_text().splitlines() == [
-        "SUMMARY_WEBHOOK_URL=https://api.prefect.cloud/hooks/abc?x=1&y=2",
-        "AZURE_STORAGE_WEBHOOK_URL=https://api.prefect.cloud/hooks/def",
-        "SUMMARY_WEBHOOK_SECRET=whsec_c2VjcmV0",
-        "RECONCILIATION_WEBHOOK_TOKEN=tok",
+def test_mainframe_and_deployer_write_to_the_incoming_container_only() -> None:
+    access = bicep("modules/access.bicep")
+    assert access["resources"]["incoming"]["config"]["name"] == "incomingContainerName"
+    assert module_params("access")["incomingContainerName"] == "incomingContainerName"
+    writers = {json.dumps(writer["principalId"]) for writer in access["variables"]["writers"]["value"]}
+    assert writers == {'"userPrincipalId"', '"uploaderPrincipalId"'}
+
+
+def test_scm_and_ftp_basic_publishing_credentials_are_off() -> None:
+    policies = bicep("modules/function-app.bicep")["resources"]["basicPublishing"]
+    assert policies["type"] == "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
+    assert policies["config"]["loop_type"]["detail"]["array_name"] == ["scm", "ftp"]
+    assert policies["config"]["config"] == {"parent": "app", "name": "policy", "properties": {"allow": False}}
+
+
+def test_maximum_instance_count_allows_what_flex_consumption_allows() -> None:
+    decorators = bicep("main.bicep")["parameters"]["maximumInstanceCount"]["decorators"]
+    limits = {decorator["type"]: decorator["argument"] for decorator in decorators}
+    assert (limits["min_value"], limits["max_value"]) == (1, 1000)
+
+
+# The warning the Functions host logs when it poisons a message (Azure WebJobs Storage Queues
+# extension, QueueProcessor.CopyMessageToPoisonQueueAsync), for both poison queues.
+POISON_LOG = "Message has reached MaxDequeueCount of 5. Moving message to queue '{queue}'."
+
+
+def test_alerts_watch_both_poison_queues_and_event_grids_failures() -> None:
+    alerts = bicep("modules/alerts.bicep")
+    queues = [
+        value.replace("${emitQueueName}", resolve("emitQueueName"))
+        for value in module_params("alerts")["poisonQueueNames"]
     ]
-    assert "whsec_" not in run.stdout + run.stderr, "the hook must never print values"
+    emit_poison = code_settings()["EMIT_QUEUE"].default + "-poison"
+    assert sorted(queues) == sorted([emit_poison, "webjobs-blobtrigger-poison"])
+
+    query = alerts["variables"]["poisonQuery"]["value"].replace("\\'", "'")
+    prefix = re.search(r'message startswith "([^"]+)"', query).group(1)
+    pattern = re.search(r'extract\("([^"]+)", 1, message\)', query).group(1)
+    for queue in queues:
+        line = POISON_LOG.format(queue=queue)
+        assert line.startswith(prefix) and re.search(pattern, line).group(1) == queue
+
+    metrics = {alert["metric"] for alert in alerts["variables"]["topicAlerts"]["value"]}
+    assert metrics == {"DeadLetteredCount", "DroppedEventCount", "DeliveryAttemptFailCount"}
+    logs = {
+        symbol: resource["config"]["properties"]["logs"]
+        for symbol, resource in alerts["resources"].items()
+        if resource["type"] == "Microsoft.Insights/diagnosticSettings"
+    }
+    assert logs == {
+        "vaultAudit": [{"categoryGroup": "audit", "enabled": True}],
+        "topicDeliveryFailures": [{"category": "DeliveryFailures", "enabled": True}],
+    }
 
 
-def test_missing_webhooks_env_says_how_to_make_it(
-    tmp_path: Path, stand_in_azd: tuple[dict[str, str], Path]
-) -> None:
-    env, calls = stand_in_azd
-    run = use_webhooks_env(tmp_path / "absent.env", env)
-    assert run.returncode == 0
-    assert "python -m webhooks provision" in run.stderr and "azd env set" in run.stderr
-    assert not calls.exists()
+def test_the_vault_name_follows_the_seed_the_postdown_hook_renews() -> None:
+    name = json.dumps(module_params("vault")["name"])
+    assert "uniqueString(resourceToken, keyVaultNameSeed)" in name
+    azd_params = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert azd_params["keyVaultNameSeed"] == {"value": "${AZURE_KEY_VAULT_NAME_SEED=}"}

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from webhooks.catalog import Webhook, load_catalog
 from tests.webhook_examples import EXAMPLES, blob_created
-from webhooks.rendering import FAILED_EVENT, EventRenderer, check_event
+from webhooks.limits import COPY_LIMIT_BYTES, MAX_BODY_DEPTH, MAX_EVENT_BYTES
+from webhooks.rendering import FAILED_EVENT, HIDDEN_HEADERS, EventRenderer, check_event
 
 JSON = [("Content-Type", "application/json")]
 
@@ -93,12 +94,24 @@ def test_without_a_payload_the_event_carries_method_headers_and_body():
     }
 
 
-def test_the_webhook_is_a_related_resource_and_id_and_occurred_are_filled_in():
-    event = one_event(renderer("summary").interpret("POST", JSON, b'{"trackingId": "T"}'))
+def test_the_webhook_is_a_related_resource_named_as_prefect_cloud_names_it_and_id_and_occurred_are_filled_in():
+    summary = renderer("summary")
+    event = one_event(summary.interpret("POST", JSON, b'{"trackingId": "T"}'))
     assert event["related"] == [
-        {"prefect.resource.id": "prefect.webhook.summary", "prefect.resource.name": "summary", "prefect.resource.role": "webhook"}
+        {"prefect.resource.id": summary.webhook.resource_id, "prefect.resource.name": "summary", "prefect.resource.role": "webhook"}
     ]
+    assert summary.webhook.resource_id.startswith("prefect-cloud.webhook.")
+    assert uuid.UUID(summary.webhook.resource_id.removeprefix("prefect-cloud.webhook."))
     assert uuid.UUID(event["id"]) and event["occurred"]
+
+
+@pytest.mark.parametrize("header", ["Cookie", "X-Api-Key", "Proxy-Authorization", "X-Custom-Secret"])
+def test_credential_headers_never_reach_templates_or_events(header):
+    template = '{"event": "seen", "resource": {"prefect.resource.id": "lab", "seen": "{{ headers[\'%s\'] is defined }}"}}'
+    lab = EventRenderer(Webhook("lab", "", Path("lab.json.j2"), template % header, "lab"), HIDDEN_HEADERS | {"x-custom-secret"})
+    event = one_event(lab.interpret("POST", [*JSON, (header, "s3cret-value")], b"{}"))
+    assert event["resource"]["seen"] == "False"
+    assert "s3cret-value" not in json.dumps(event)
 
 
 def test_a_template_cannot_reach_python_internals():
@@ -112,8 +125,8 @@ def test_a_broken_template_makes_a_failure_event_with_what_was_received_and_rend
     lab = lab_renderer('{"event": "x", "resource": {"prefect.resource.id": "{{ body.id }}"}')  # missing brace
     result = lab.interpret("POST", [*JSON, ("Authorization", "Bearer s3cret")], b'{"id": "abc"}')
     (failure,) = result.failures
-    assert failure["event"] == FAILED_EVENT
-    assert failure["resource"]["prefect.resource.id"] == "prefect.webhook.lab"
+    assert failure["event"] == FAILED_EVENT == "prefect-cloud.webhook.failed"
+    assert failure["resource"] == {"prefect.resource.id": lab.webhook.resource_id, "prefect.resource.name": "lab"}
     payload = failure["payload"]
     assert payload["method"] == "POST"
     assert payload["headers"] == {"content-type": "application/json"}
@@ -160,6 +173,41 @@ def test_an_event_grid_event_id_is_the_idempotency_key():
     body = json.dumps([blob_created()]).encode()
     first, second = (one_event(renderer("azure-storage").interpret("POST", JSON, body)) for _ in range(2))
     assert first["id"] == second["id"]
+
+
+def test_a_reused_event_grid_id_with_other_content_makes_another_event_id_under_the_same_key():
+    storage = renderer("azure-storage")
+    one, other = (storage.interpret("POST", JSON, json.dumps([blob_created(f"https://a/{n}.csv", "same-id")]).encode()) for n in (1, 2))
+    assert one_event(one)["id"] != one_event(other)["id"]
+    assert one.keys[one_event(one)["id"]].key_id == other.keys[one_event(other)["id"]].key_id
+    assert not one.key_from_headers
+
+
+def test_a_redelivery_batched_differently_keeps_each_events_id():
+    storage = renderer("azure-storage")
+    first, second = blob_created("https://a/1.csv", "g1"), blob_created("https://a/2.csv", "g2")
+    alone = one_event(storage.interpret("POST", JSON, json.dumps([first]).encode()))
+    batched = storage.interpret("POST", JSON, json.dumps([second, first]).encode())
+    assert batched.events[1]["id"] == alone["id"]
+
+
+def test_an_idempotency_key_with_another_body_makes_another_event_id_under_the_same_key():
+    summary = renderer("summary")
+    results = [summary.interpret("POST", [*JSON, ("Idempotency-Key", "k")], body) for body in (b'{"trackingId": "A"}', b'{"trackingId": "B"}')]
+    ids = [one_event(result)["id"] for result in results]
+    assert ids[0] != ids[1]
+    assert results[0].keys[ids[0]].key_id == results[1].keys[ids[1]].key_id
+    assert results[0].key_from_headers
+
+
+def test_a_signed_webhook_keys_on_its_signed_webhook_id_not_on_an_unsigned_idempotency_key():
+    signed = lab_renderer('{"event": "x", "resource": {"prefect.resource.id": "x"}}', auth="standard-webhooks")
+    body = b'{"n": 1}'
+    ids = [
+        one_event(signed.interpret("POST", [*JSON, ("webhook-id", "msg-1"), ("Idempotency-Key", key)], body))["id"]
+        for key in ("replay-1", "replay-2")
+    ]
+    assert ids[0] == ids[1]
 
 
 def test_a_split_array_makes_one_event_per_element_rendered_as_a_one_element_list():
@@ -241,3 +289,40 @@ def test_the_gateways_event_check_agrees_with_prefects_own_model(event):
             check_event(event)
     else:
         check_event(event)
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_a_json_body_nested_deeper_than_prefect_stores_is_a_failure_carrying_the_text():
+    summary = renderer("summary")
+    assert one_event(summary.interpret("POST", JSON, nested(MAX_BODY_DEPTH)))["payload"]["body"]
+    result = summary.interpret("POST", JSON, nested(MAX_BODY_DEPTH + 1))
+    assert result.events == [] and result.status == 400
+    assert f"nested deeper than {MAX_BODY_DEPTH} levels" in result.errors[0]
+    assert result.failures[0]["payload"]["body"] == nested(MAX_BODY_DEPTH + 1).decode()
+
+
+def test_a_deep_body_without_a_json_content_type_is_text():
+    lab = lab_renderer('{"event": "seen", "resource": {"prefect.resource.id": "lab"}, "payload": {"text": {{ (body is string) | tojson }}}}')
+    event = one_event(lab.interpret("POST", [("Content-Type", "text/plain")], nested(MAX_BODY_DEPTH + 50)))
+    assert event["payload"]["text"] is True
+
+
+def test_a_template_that_nests_the_body_deeper_than_prefect_reads_is_refused():
+    lab = lab_renderer('{"event": "x", "resource": {"prefect.resource.id": "x"}, "payload": {"a": [[[{{ body | tojson }}]]]}}')
+    result = lab.interpret("POST", JSON, nested(MAX_BODY_DEPTH))
+    assert result.events == []
+    assert "nests deeper than" in result.errors[0]
+
+
+def test_an_event_larger_than_prefect_publishes_is_413_and_its_failure_event_copies_little():
+    # Control characters: 1 byte in the body, 6 in JSON.
+    raw = json.dumps({"trackingId": "T", "text": "\x01" * (MAX_EVENT_BYTES // 6 + 1)}).encode()
+    result = renderer("summary").interpret("POST", JSON, raw)
+    assert (result.events, result.status) == ([], 413)
+    assert f"more than the {MAX_EVENT_BYTES}" in result.errors[0]
+    (failure,) = result.failures
+    assert len(json.dumps(failure)) < 8 * COPY_LIMIT_BYTES
+    assert "truncated" in failure["payload"]["body"]

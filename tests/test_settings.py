@@ -13,6 +13,10 @@ from file_relay.settings import SETTINGS, SettingsError, _Environment, load_sett
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = [setting.name for setting in SETTINGS]
+BOTH_WEBHOOKS = {
+    "AZURE_STORAGE_WEBHOOK_URL": "http://127.0.0.1:1/a",
+    "SUMMARY_WEBHOOK_URL": "http://127.0.0.1:1/s",
+}
 
 
 def readme_settings_table() -> list[tuple[str, ...]]:
@@ -97,21 +101,72 @@ def test_defaults_apply_when_settings_are_absent_or_empty():
             "Polling",
             "BLOB_TRIGGER_SOURCE is 'Polling'; set it to one of: LogsAndContainerScan, EventGrid",
         ),
-        (
-            "SUMMARY_WEBHOOK_URL",
-            "ftp://x/y",
-            "SUMMARY_WEBHOOK_URL is 'ftp://x/y'; set it to an http\\(s\\) URL",
-        ),
-        (
-            "SUMMARY_WEBHOOK_SECRET",
-            "whsec_not base64!",
-            "SUMMARY_WEBHOOK_SECRET is not a Standard Webhooks secret",
-        ),
     ],
 )
 def test_a_malformed_setting_is_named_with_what_to_set(name, value, message):
     with pytest.raises(SettingsError, match=message):
         load_settings({"SUMMARY_WEBHOOK_URL": "http://127.0.0.1:1/s", name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SUMMARY_WEBHOOK_URL", "ftp://x/y", r"SUMMARY_WEBHOOK_URL is 'ftp://x/y'; set it to an http\(s\)"),
+        ("SUMMARY_WEBHOOK_SECRET", "whsec_x y", "SUMMARY_WEBHOOK_SECRET is not a Standard Webhooks secret"),
+    ],
+)
+def test_a_malformed_webhook_setting_fails_only_the_webhook_that_uses_it(name, value, message):
+    settings = load_settings({**BOTH_WEBHOOKS, name: value})
+
+    assert settings.webhook("azure-storage").url == "http://127.0.0.1:1/a"
+    with pytest.raises(SettingsError, match=message):
+        settings.webhook("summary")
+
+
+@pytest.mark.parametrize("name", ["SUMMARY_WEBHOOK_URL", "SUMMARY_WEBHOOK_TOKEN", "SUMMARY_WEBHOOK_SECRET"])
+def test_an_unresolved_key_vault_reference_names_its_setting_where_it_is_used(name):
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv-x.vault.azure.net/secrets/SUMMARY/0123)"
+    settings = load_settings({**BOTH_WEBHOOKS, name: reference})
+
+    assert settings.webhook("azure-storage").url == "http://127.0.0.1:1/a"
+    with pytest.raises(SettingsError, match=rf"^{name}: Key Vault reference not resolved\. .*kv-x\.vault"):
+        settings.webhook("summary")
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"STORAGE_CONNECTION": "FILES", "FILES": "UseDevelopmentStorage=true"},
+        {"STORAGE_CONNECTION": "AzureWebJobsStorage", "AzureWebJobsStorage__accountName": "stfiles"},
+        {
+            "STORAGE_CONNECTION": "FILES",
+            "FILES__blobServiceUri": "https://stfiles.blob.core.windows.net",
+            "FILES__queueServiceUri": "https://stfiles.queue.core.windows.net",
+            "FILES__credential": "managedidentity",
+        },
+    ],
+)
+def test_storage_connections_the_bindings_can_read_are_accepted(environ):
+    assert load_settings(environ).storage_connection == environ["STORAGE_CONNECTION"]
+
+
+@pytest.mark.parametrize(
+    "identity",
+    [
+        {"FILES__accountName": "stfiles"},
+        {"FILES__serviceUri": "https://stfiles.blob.core.windows.net"},
+        {"FILES__blobServiceUri": "https://stfiles.blob.core.windows.net"},
+    ],
+)
+def test_a_storage_connection_the_blob_binding_cannot_read_is_refused_with_the_settings_that_work(identity):
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"STORAGE_CONNECTION": "FILES", "FILES__credential": "managedidentity", **identity})
+
+    message = str(refused.value)
+    assert message.startswith("STORAGE_CONNECTION is 'FILES', with identity settings ")
+    assert all(name in message for name in identity)
+    assert "FILES__blobServiceUri=https://<account>.blob" in message
+    assert "FILES__queueServiceUri=https://<account>.queue" in message
 
 
 def test_a_missing_webhook_url_is_reported_only_where_it_is_needed():

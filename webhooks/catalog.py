@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "webhooks.toml"
 
 AUTH_SCHEMES = ("none", "bearer", "standard-webhooks")
-_KEYS = {"name", "description", "template", "slug", "split_array", "auth", "secret_env"}
+_KEYS = {"name", "description", "template", "slug", "split_array", "accept_get", "auth", "secret_env"}
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
+# Prefect Cloud's webhook ids are its own; the gateway's follow from the webhook's name.
+_WEBHOOK_ID_NAMESPACE = uuid.UUID("0b0c5a7e-8e4d-4f4a-9d43-5d1f7a9e2c61")
 
 
 class ConfigError(ValueError):
@@ -30,8 +33,14 @@ class Webhook:
     template: str
     slug: str
     split_array: bool = False
+    accept_get: bool = False
     auth: str = "none"
     secret_env: str | None = None
+
+    @property
+    def resource_id(self) -> str:
+        """The webhook as a Prefect resource, as Prefect Cloud names it: `prefect-cloud.webhook.<uuid>`."""
+        return f"prefect-cloud.webhook.{uuid.uuid5(_WEBHOOK_ID_NAMESPACE, self.name)}"
 
     @property
     def env_prefix(self) -> str:
@@ -97,8 +106,9 @@ def _webhook(entry: dict, index: int, path: Path) -> Webhook:
     slug = entry.get("slug", name)
     if not isinstance(slug, str) or not _SLUG.match(slug):
         raise ConfigError(f"{where}: slug {slug!r} must be letters, digits, '.', '_', '~' or '-'")
-    if not isinstance(entry.get("split_array", False), bool):
-        raise ConfigError(f"{where}: split_array must be true or false")
+    for flag in ("split_array", "accept_get"):
+        if not isinstance(entry.get(flag, False), bool):
+            raise ConfigError(f"{where}: {flag} must be true or false")
     auth = entry.get("auth", "none")
     if auth not in AUTH_SCHEMES:
         raise ConfigError(f"{where}: auth {auth!r} must be one of {', '.join(AUTH_SCHEMES)}")
@@ -114,6 +124,7 @@ def _webhook(entry: dict, index: int, path: Path) -> Webhook:
         template=template,
         slug=slug,
         split_array=entry.get("split_array", False),
+        accept_get=entry.get("accept_get", False),
         auth=auth,
     )
     default_env = {"none": None, "bearer": webhook.token_variable, "standard-webhooks": webhook.secret_variable}

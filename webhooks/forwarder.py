@@ -9,7 +9,8 @@ again with the same id, and Prefect keeps one (it de-duplicates on id).
 One batch at a time cannot send faster than Prefect answers (~1,000 events/s from a Prefect on
 Redis, whose answers wait on Redis round trips): `max_in_flight` batches may be on their way
 at once, still within the ceiling. When one fails, the others finish, and sending starts again
-from the oldest event still queued.
+from the oldest event still queued. Whatever else stops the loop (a full disk right after Prefect
+took a batch...) is logged, shown in /health, and the loop starts again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ SLOW_ANSWER_SECONDS = 2.0
 FIRST_RETRY_SECONDS, LAST_RETRY_SECONDS = 0.5, 10.0
 # At shutdown, a batch Prefect is still answering gets this long: finished, it is not sent twice.
 IN_FLIGHT_GRACE_SECONDS = 3.0
+# Prefect reads a request whole: a batch is at most this large (or one event, when it alone is larger).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+# Old deliveries and refused events are forgotten this often.
+PRUNE_SECONDS = 600
 # Prefect will never accept these events as they are; anything else is worth retrying.
 REFUSED_STATUSES = frozenset({400, 413, 422})
 _HINTS = {
@@ -88,6 +93,7 @@ class Forwarder:
         self.max_in_flight = max_in_flight
         self.pacer = Pacer(max_events_per_second)
         self.delivered = 0
+        self.restarts = 0
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
         self._client = httpx.AsyncClient(headers=auth_headers or {}, timeout=httpx.Timeout(30.0, connect=5.0))
@@ -98,7 +104,7 @@ class Forwarder:
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="forwarder")
+        self._task = asyncio.create_task(self._supervise(), name="forwarder")
 
     async def stop(self, drain_seconds: float) -> None:
         """Forward what can be forwarded within `drain_seconds`; the rest stays queued for the next start."""
@@ -121,14 +127,39 @@ class Forwarder:
         except httpx.TransportError:
             return False
 
+    async def _supervise(self) -> None:
+        """Run the forwarding loop until it is stopped; start it again whenever it fails."""
+        while True:
+            try:
+                return await self._run()
+            # Supervision: whatever stopped the loop, accepted events must not wait for a restart.
+            except Exception as error:  # noqa: BLE001
+                self.restarts += 1
+                note = f" (forwarding starts again in {self._retry_in:.1f} s)"
+                self._record_error(f"forwarding stopped: {error!r}", logging.ERROR, note, error)
+            if await self._pause(self._retry_in * random.uniform(0.8, 1.2)):
+                return
+            self._retry_in = min(LAST_RETRY_SECONDS, self._retry_in * 2)
+
     async def _run(self) -> None:
         last_pruned = 0.0
         after = 0  # the last queued event handed to a batch in flight
         sending: set[asyncio.Task[None]] = set()
+        crashed: list[BaseException] = []
+        self._failed = False
+
+        def settle(task: asyncio.Task[None]) -> None:
+            sending.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                crashed.append(task.exception())
+                self.outbox.committed.set()  # wake the loop to raise it
+
         try:
             while not self._stopping.is_set():
-                if time.monotonic() - last_pruned > 600:
-                    await self.outbox.forget_old_deliveries()
+                if crashed:
+                    raise crashed[0]
+                if time.monotonic() - last_pruned > PRUNE_SECONDS:
+                    await self.outbox.forget_old()
                     last_pruned = time.monotonic()
                 if len(sending) >= self.max_in_flight:
                     await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
@@ -141,7 +172,7 @@ class Forwarder:
                     self._retry_in = min(LAST_RETRY_SECONDS, self._retry_in * 2)
                     continue
                 self.outbox.committed.clear()
-                batch = await self.outbox.next_batch(self.batch_size, after)
+                batch = await self.outbox.next_batch(self.batch_size, after, MAX_BATCH_BYTES)
                 if not batch:
                     if sending:
                         await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
@@ -156,13 +187,13 @@ class Forwarder:
                     return
                 task = asyncio.create_task(self._send(batch))
                 sending.add(task)
-                task.add_done_callback(sending.discard)
+                task.add_done_callback(settle)
         finally:
             # Stopping: batches Prefect is answering finish (stop() cancels them after its grace).
             await asyncio.gather(*sending, return_exceptions=True)
 
     async def _send(self, batch: list[QueuedEvent]) -> None:
-        """Forward one batch; on failure, note it (the run loop retries) and slow down."""
+        """Forward one batch; when Prefect does not take it, note it (the run loop retries) and slow down."""
         try:
             await self._forward(batch)
         except ForwardError as error:
@@ -197,16 +228,32 @@ class Forwarder:
             return
         if response.status_code not in REFUSED_STATUSES:
             hint = _HINTS.get(response.status_code, "")
-            raise ForwardError(f"Prefect answered {response.status_code} to POST {url}{hint}: {response.text[:300]}")
+            raise ForwardError(f"Prefect answered {response.status_code} to POST {url}{hint}: {_reason(response)}")
         if len(batch) > 1:
             # Find the event Prefect refuses; the others must not wait behind it.
             for item in batch:
                 await self._forward([item])
             return
-        error = f"Prefect refused event {batch[0].id} ({response.status_code}): {response.text[:1000]}"
+        error = f"Prefect refused event {batch[0].id} ({response.status_code}): {_reason(response)}"
         await self.outbox.reject(batch[0], error)
         self._record_error(error, logging.ERROR, "; kept in the outbox's `rejected` table")
 
-    def _record_error(self, error: str, level: int, note: str) -> None:
+    def _record_error(self, error: str, level: int, note: str, exc_info: BaseException | None = None) -> None:
         self.last_error, self.last_error_at = error, datetime.now(timezone.utc)
-        logger.log(level, "%s%s", error, note)
+        logger.log(level, "%s%s", error, note, exc_info=exc_info)
+
+
+def _reason(response: httpx.Response) -> str:
+    """What Prefect said, without the values it echoes back: a refused event's payload may hold secrets."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return response.text[:300]
+    if not isinstance(answer, dict):
+        return response.text[:300]
+    details = answer.get("exception_detail")
+    if isinstance(details, list):
+        return "; ".join(
+            f"{'.'.join(map(str, detail.get('loc', [])))}: {detail.get('msg')}" for detail in details if isinstance(detail, dict)
+        )
+    return str(answer.get("exception_message") or answer.get("detail") or response.reason_phrase)[:300]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ import httpx
 from webhooks.catalog import Webhook
 
 _WORKSPACE_PATH = re.compile(r"/api/accounts/[0-9a-fA-F-]{36}/workspaces/[0-9a-fA-F-]{36}/?$")
+# Where Prefect Cloud's API answers: the API key goes nowhere else unless told.
+CLOUD_API_HOST = "api.prefect.cloud"
 _HINTS = {401: " (is PREFECT_API_KEY valid? `prefect cloud login` sets it)", 403: " (may this key manage webhooks?)"}
 
 
@@ -41,16 +44,21 @@ class Provisioned:
 class CloudWebhooks:
     """Prefect Cloud's webhooks API for one workspace."""
 
-    def __init__(self, api_url: str | None, api_key: str | None) -> None:
+    def __init__(self, api_url: str | None, api_key: str | None, allow_any_host: bool = False) -> None:
         if not api_url or not _WORKSPACE_PATH.search(urlsplit(api_url).path):
             raise ProvisioningError(
                 f"PREFECT_API_URL ({api_url or 'not set'}) is not a Prefect Cloud workspace "
                 "(.../api/accounts/<account>/workspaces/<workspace>): run `prefect cloud login`, "
                 "or pass --local to point the senders at the gateway instead"
             )
+        parts = urlsplit(api_url)
+        if (parts.scheme, parts.hostname) != ("https", CLOUD_API_HOST) and not allow_any_host:
+            raise ProvisioningError(
+                f"PREFECT_API_URL ({api_url}) is not on https://{CLOUD_API_HOST}, and it would receive the API key: "
+                f"run `prefect cloud login`, or pass --allow-any-host if that server is yours"
+            )
         if not api_key:
             raise ProvisioningError("PREFECT_API_KEY is not set: run `prefect cloud login` or set it")
-        parts = urlsplit(api_url)
         self.hooks_root = f"{parts.scheme}://{parts.netloc}/hooks/"
         self._client = httpx.Client(
             base_url=api_url.rstrip("/") + "/", headers={"Authorization": f"Bearer {api_key}"}, timeout=30
@@ -141,7 +149,10 @@ def sender_settings(provisioned: list[Provisioned], environ: Mapping[str, str] =
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
-    """Set `values` in a dotenv file, keeping its other lines; readable by its owner only."""
+    """Set `values` in a dotenv file, keeping its other lines; readable by its owner only, from its first byte."""
+    broken = sorted(name for name, value in values.items() if any(stop in value for stop in "\r\n\0"))
+    if broken:
+        raise ProvisioningError(f"{', '.join(broken)} would span lines in {path}: remove the line break from the value")
     lines = path.read_text().splitlines() if path.exists() else []
     remaining = dict(values)
     updated = []
@@ -149,7 +160,12 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
         name = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else None
         updated.append(f"{name}={remaining.pop(name)}" if name in remaining else line)
     updated += [f"{name}={value}" for name, value in remaining.items()]
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text("\n".join(updated) + "\n")
-    temporary.chmod(0o600)
-    temporary.replace(path)
+    # A new file of our own (O_EXCL, no symlink followed, mode 0600), then renamed over the old one.
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write("\n".join(updated) + "\n")
+        os.replace(temporary, path)
+    except OSError:
+        os.unlink(temporary)
+        raise

@@ -7,10 +7,23 @@ param location string
 param tags object
 param storageAccountName string
 
+@description('The container Event Grid writes undeliverable events to: the only one it may write.')
+param deadLetterContainerName string
+
 var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
+}
+
+resource blobs 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource deadLetters 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobs
+  name: deadLetterContainerName
 }
 
 resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
@@ -26,8 +39,8 @@ resource topic 'Microsoft.EventGrid/systemTopics@2022-06-15' = {
 }
 
 resource deadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, topic.id, storageBlobDataContributor)
-  scope: storage
+  name: guid(deadLetters.id, topic.id, storageBlobDataContributor)
+  scope: deadLetters
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: topic.identity.principalId

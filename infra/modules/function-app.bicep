@@ -86,5 +86,15 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// No SCM (Kudu) or FTP basic-auth publishing: azd and az deploy with Entra ID
+// (learn.microsoft.com/azure/app-service/configure-basic-auth-disable).
+resource basicPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = [
+  for policy in ['scm', 'ftp']: {
+    parent: app
+    name: policy
+    properties: { allow: false }
+  }
+]
+
 output name string = app.name
 output url string = 'https://${app.properties.defaultHostName}'

@@ -28,5 +28,6 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   }
 }
 
+output workspaceId string = workspace.id
 output applicationInsightsName string = insights.name
 output connectionString string = insights.properties.ConnectionString
