@@ -144,6 +144,9 @@ class CoroutineServing:
     async def _serve(self) -> None:
         engine_patches.apply()
         quiet_run_logs_on_console()
+        # The events worker's thread keeps the context of whoever starts it, and attaches that
+        # context's run to every event emitted outside a run: start it here, outside any run.
+        EventsWorker.instance()
         # Heartbeats are a thread per run; the serving lease tells whether this process lives.
         with temporary_settings(updates={"flows.heartbeat_frequency": None}):
             async with AsyncClientContext.get_or_create() as context:  # one client for every run

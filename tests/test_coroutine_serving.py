@@ -130,19 +130,17 @@ def wrong_outcomes(flow: FlowServer, files: list[File], timeout: float) -> list[
 
 
 @contextmanager
-def kickoff_trigger_off(flow: FlowServer) -> Iterator[None]:
-    """Turn the deployment's Kickoff automation off, to create its runs directly instead."""
+def kickoff_trigger_off(flow: FlowServer) -> Iterator[str]:
+    """Turn the deployment's Kickoff automation off, to create its runs directly instead; its id."""
     api = flow.prefect.api_url
     related = httpx.get(f"{api}/automations/related-to/prefect.deployment.{deployment_id(flow)}", timeout=10)
     related.raise_for_status()
-    kickoff = [a for a in related.json() if any(action["type"] == "run-deployment" for action in a["actions"])]
-    for automation in kickoff:
-        httpx.patch(f"{api}/automations/{automation['id']}", json={"enabled": False}, timeout=10).raise_for_status()
+    [kickoff] = [a for a in related.json() if any(action["type"] == "run-deployment" for action in a["actions"])]
+    request_retrying("PATCH", f"{api}/automations/{kickoff['id']}", json={"enabled": False})
     try:
-        yield
+        yield kickoff["id"]
     finally:
-        for automation in kickoff:
-            httpx.patch(f"{api}/automations/{automation['id']}", json={"enabled": True}, timeout=10)
+        request_retrying("PATCH", f"{api}/automations/{kickoff['id']}", json={"enabled": True})
 
 
 def create_runs_as_the_trigger_would(flow: FlowServer, files: list[File]) -> None:
@@ -235,3 +233,85 @@ def stage_waits(flow: FlowServer, state: str) -> int:
         "task_runs": {"name": {"like_": "wait for transfer"}, "state": {"type": {"any_": [state]}}},
     }
     return request_retrying("POST", f"{flow.prefect.api_url}/task_runs/count", json=body).json()
+
+
+def test_a_blob_and_a_summary_nobody_announced_are_reported_once_each_and_a_late_kickoff_is_in_time(serving):
+    api = serving.prefect.api_url
+    late, stray_blob, stray_summary = File("matched", 1), File("matched", 2), File("matched", 3)
+    post(api, [late.stages[1]])  # its kickoff comes within the grace period
+    post(api, [late.kickoff, stray_blob.stages[1], stray_summary.stages[2]])
+
+    reports = wait_for_events(api, 2, ["reconciliation.unannounced"], timeout=60)
+    assert sorted(report["resource"]["file_name"] for report in reports) == sorted(
+        [stray_blob.file_name, stray_summary.tracking_id]
+    )
+    assert {report["payload"]["event_id"] for report in reports} == {
+        stray_blob.stages[1]["id"],
+        stray_summary.stages[2]["id"],
+    }
+    blob_report = next(report for report in reports if report["resource"]["file_name"] == stray_blob.file_name)
+    [run_id] = [
+        related["prefect.resource.id"].removeprefix("prefect.flow-run.")
+        for related in blob_report["related"]
+        if related["prefect.resource.role"] == "flow-run"
+    ]
+    run = request_retrying("GET", f"{api}/flow_runs/{run_id}").json()
+    assert run["name"] == f"{stray_blob.file_name} [unannounced]"
+    assert run["state_type"] == "FAILED"
+    assert f"no kickoff was seen for the blob {stray_blob.stages[1]['resource']['url']}" in run["state"]["message"]
+    # `late`'s blob was due for a check before the strays were: it was checked, and not reported.
+    assert not read_events(api, ["reconciliation.unannounced"], {"labels": {"file_name": [late.file_name]}})
+
+
+def test_a_kickoff_whose_run_prefect_failed_to_create_gets_its_run_from_serve_py(serving):
+    """Prefect's automations do not retry a run-deployment action the API refused (503 under load):
+    the failure event Prefect then emits, shaped as prefect/server/events/actions.py makes it."""
+    api = serving.prefect.api_url
+    file = File("matched", 42)
+    with kickoff_trigger_off(serving) as kickoff_automation:
+        post(api, [file.kickoff])
+        failure = {
+            "id": str(uuid.uuid4()),
+            "occurred": file.kickoff["occurred"],
+            "event": "prefect.automation.action.failed",
+            "resource": {"prefect.resource.id": f"prefect.automation.{kickoff_automation}", "prefect.resource.name": "Kickoff"},
+            "related": [
+                {"prefect.resource.id": f"prefect.event.{file.kickoff['id']}", "prefect.resource.role": "triggering-event"}
+            ],
+            "payload": {"action_index": 0, "action_type": "run-deployment", "reason": "Unexpected status from 'run-deployment' action: 503"},
+        }
+        post(api, [failure, failure])  # seen twice (a restart re-reads it): still one run
+        run = wait_for_run(api, deployment_id(serving), file.kickoff["id"], {"RUNNING"}, timeout=60)
+    post(api, file.stage_events())
+    assert wrong_outcomes(serving, [file], timeout=60) == []
+    assert run["name"].startswith(file.file_name)
+    assert sum(kickoff == file.kickoff["id"] for kickoff in runs_by_kickoff(api, deployment_id(serving))) == 1
+
+
+def test_a_second_serve_py_waits_for_the_first_to_stop_then_follows_its_files(serving, service_logs):
+    api = serving.prefect.api_url
+    second = FlowServer(serving.prefect, service_logs, settings=serving.settings, name="second-serve").start(wait=False)
+    try:
+        wait_until(lambda: "Another serve.py serves this deployment" in second.process.output(), 60, "the second to wait")
+        files = [File("matched", 500 + n) for n in range(5)]
+        post(api, [file.kickoff for file in files])
+        wait_all_waiting(serving, len(files), timeout=60)
+        assert "as coroutines" not in second.process.output()
+
+        serving.stop()
+        wait_until(lambda: "as coroutines" in second.process.output(), 60, "the second to take over")
+        post(api, [event for file in files for event in file.stage_events()])
+        assert wrong_outcomes(second, files, timeout=90) == []
+    finally:
+        second.stop()
+        serving.start()
+
+
+def test_files_waiting_while_the_prefect_server_restarts_end_right(serving):
+    api = serving.prefect.api_url
+    files = [File(KINDS[n % len(KINDS)], 600 + n) for n in range(10)]
+    post(api, [file.kickoff for file in files])
+    wait_all_waiting(serving, len(files), timeout=120)
+    serving.prefect.restart()
+    post(api, [event for file in files for event in file.stage_events()])
+    assert wrong_outcomes(serving, files, timeout=180) == []
