@@ -6,9 +6,10 @@
 PostgreSQL and Redis come from Debian's packages (`make scale-services` installs them) and run
 on loopback with their data under `--data-dir`. Prefect's API (without services) and its
 background services run as separate processes, as Prefect documents for
-self-hosting at scale. The flow is deployed with `prefect_flows/deploy.py` to a process work
-pool served by `--workers` workers, each running up to `--worker-limit` flow runs at once. The
-webhook gateway forwards to the API at up to `--max-events-per-second`.
+self-hosting at scale. The flow is served by one `prefect_flows/serve.py`, each run a coroutine
+(`--serving coroutine`, the default), or deployed with `prefect_flows/deploy.py` to a process
+work pool served by `--workers` workers, each running up to `--worker-limit` flow runs at once
+(`--serving process`). The webhook gateway forwards to the API at up to `--max-events-per-second`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Protocol, TypeVar
 from devstack.datastores import Postgres, Redis
 from devstack.processes import ManagedProcess, ServiceError
 from devstack.services import REPO_ROOT, Gateway, PrefectServer
+from devstack.flow_server import FlowServer
 from devstack.work_pool import WorkPool
 
 DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "scale"
@@ -76,6 +78,7 @@ class ScaleStack:
     gateway_port: int = 0
     postgres_port: int = 0
     redis_port: int = 0
+    serving: str = "coroutine"
     workers: int = 2
     worker_limit: int = 50
     max_events_per_second: float = DEFAULT_MAX_EVENTS_PER_SECOND
@@ -105,12 +108,14 @@ class ScaleStack:
             )  # fmt: skip
             self.prefect = self._up(prefect, timeout=180)
             say(f"Prefect     {self.prefect.ui_url} (the API and the background services apart)")
-            self.pool = self._up(
-                WorkPool(self.prefect, logs, "files", self.workers, self.worker_limit, self.flow_settings)
-            )
-            say(
-                f"Work pool   {self.pool.name!r}: {self.workers} process workers, {self.worker_limit} runs each"
-            )
+            if self.serving == "process":
+                self.flows: FlowServer | WorkPool = self._up(
+                    WorkPool(self.prefect, logs, "files", self.workers, self.worker_limit, self.flow_settings)
+                )
+                say(f"Work pool   'files': {self.workers} process workers, {self.worker_limit} runs each")
+            else:
+                self.flows = self._up(FlowServer(self.prefect, logs, self.flow_settings), timeout=120)
+                say("Flow        served by one serve.py, each run a coroutine")
             ceiling = ["--max-events-per-second", f"{self.max_events_per_second:g}"]
             options = [*ceiling, "--max-in-flight", str(GATEWAY_IN_FLIGHT)]
             gateway = Gateway(
@@ -128,7 +133,8 @@ class ScaleStack:
     def processes(self) -> list[ManagedProcess]:
         """Every long-running process of the started stack."""
         servers = [self.postgres.process, self.redis.process, self.prefect.process, self.prefect.services]
-        return [*servers, *self.pool.processes, self.gateway.process]
+        flows = self.flows.processes if isinstance(self.flows, WorkPool) else [self.flows.process]
+        return [*servers, *flows, self.gateway.process]
 
     def services_caught_up(self) -> bool:
         """Whether every consumer of Prefect's events (persister, triggers...) has read all that Redis holds."""
@@ -162,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     option("--gateway-port", type=int, default=4280, help="the webhook gateway (default: %(default)s)")
     option("--postgres-port", type=int, default=0, help="PostgreSQL (default: a free port)")
     option("--redis-port", type=int, default=0, help="Redis (default: a free port)")
-    option("--workers", type=_positive, default=2, help="process workers (default: %(default)s)")
+    option(
+        "--serving", choices=["coroutine", "process"], default="coroutine",
+        help="runs as coroutines of one serve.py, or processes of a work pool's workers (default: %(default)s)",
+    )  # fmt: skip
+    option("--workers", type=_positive, default=2, help="process workers, with --serving process (default: %(default)s)")
     option(
         "--worker-limit",
         type=_positive,
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     flow_settings = {name: value for name, value in os.environ.items() if name.startswith("FLOW_")}
     stack = ScaleStack(
         args.data_dir, args.postgres_dir, args.prefect_port, args.gateway_port, args.postgres_port,
-        args.redis_port, args.workers, args.worker_limit, args.max_events_per_second, flow_settings,
+        args.redis_port, args.serving, args.workers, args.worker_limit, args.max_events_per_second, flow_settings,
     )  # fmt: skip
     # SIGTERM stops the stack as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
