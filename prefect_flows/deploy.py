@@ -7,22 +7,25 @@
     .venv/bin/prefect worker start --pool files                  # where the runs should execute
 
 The deployment gets the same name, Kickoff trigger and deadline settings (FLOW_*_DEADLINE_SECONDS)
-as the served one. By default its code is this checkout (a worker on this machine finds it);
+as the served one, and the automations that resume the runs of a worker that stopped
+(prefect_flows/recovery.py). By default its code is this checkout (a worker on this machine finds it);
 pass --source with a git URL for workers elsewhere, and --image for Docker or Kubernetes pools.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
+from uuid import UUID
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # `python prefect_flows/deploy.py` puts prefect_flows/ on sys.path, not the repository root.
 sys.path.insert(0, str(REPO_ROOT))
 
 import httpx  # noqa: E402
-from prefect import Flow  # noqa: E402
+from prefect import Flow, get_client  # noqa: E402
 
 from prefect_flows.deployment import (  # noqa: E402
     DEPLOYMENT_NAME,
@@ -32,6 +35,7 @@ from prefect_flows.deployment import (  # noqa: E402
     api_url,
     kickoff_trigger,
 )
+from prefect_flows.recovery import HEARTBEAT_SECONDS, install_recovery  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,14 +61,24 @@ def main(argv: list[str] | None = None) -> None:
             push=False,
             triggers=[kickoff_trigger()],
             parameters=settings.deadlines,
+            # Heartbeats let the server notice a run whose worker or machine stopped (recovery.py).
+            job_variables={"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}},
         )
+        asyncio.run(_install_recovery(deployment_id))
     except httpx.ConnectError as error:
         sys.exit(f"deploy.py: cannot reach the Prefect API at {url} ({error}); is the server running?")
     except ValueError as error:
         sys.exit(f"deploy.py: {error} For a local pool: prefect work-pool create {args.pool} --type process")
     print(
-        f"Deployed '{flow.name}/{DEPLOYMENT_NAME}' ({deployment_id}) to work pool {args.pool!r}", flush=True
+        f"Deployed '{flow.name}/{DEPLOYMENT_NAME}' ({deployment_id}) to work pool {args.pool!r}, with the "
+        "automations that resume the runs of a stopped worker",
+        flush=True,
     )
+
+
+async def _install_recovery(deployment_id: UUID) -> None:
+    async with get_client() as client:
+        await install_recovery(client, deployment_id, heartbeats=True)
 
 
 if __name__ == "__main__":

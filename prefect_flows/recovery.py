@@ -6,13 +6,15 @@ stopped process leaves its run behind: Prefect's runner cancels its runs as it s
 leaves them Running forever. Prefect's server can notice both, whoever serves the deployment:
 
 - runs send a heartbeat every HEARTBEAT_SECONDS; a run of this deployment silent for three of
-  them is marked Crashed (Prefect's documented zombie-flow automation, scoped to the deployment);
+  them after it started Running is marked Crashed (Prefect's documented zombie-flow automation,
+  scoped to the deployment, and armed by Running too: a process killed before its first
+  heartbeat must not go unnoticed);
 - a run that Crashed, or that a stopping runner Cancelled, is scheduled again (state
   `Resuming`), at most MAX_ATTEMPTS times, and its new attempt follows the file from its kickoff.
 
-The coroutine runner needs neither (it takes over what a stopped serving process left), and its
-runs send no heartbeats, so the first automation never concerns them; the second still helps if
-one of its runs crashes. Both are owned by the deployment and created or updated with it.
+The coroutine runner takes over what a stopped serving process left by itself, and its runs send
+no heartbeats: it installs only the second, which still helps if one of its runs crashes. The
+automations are owned by the deployment and set whenever it is registered.
 """
 
 from __future__ import annotations
@@ -30,11 +32,17 @@ from prefect.events.schemas.events import ResourceSpecification
 HEARTBEAT_SECONDS = 30
 MAX_ATTEMPTS = 5
 RUNNER_SHUTDOWN_MESSAGE = "Runner is shutting down."
+NAME_PREFIX = "reconcile-file: "
 FINAL_EVENTS = {f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed")}
 
 
-def recovery_automations(deployment_id: UUID) -> list[AutomationCore]:
-    """The deployment's automations that resume the runs of stopped processes."""
+def recovery_automations(deployment_id: UUID, heartbeats: bool) -> list[AutomationCore]:
+    """The deployment's automations that resume the runs of stopped processes.
+
+    Args:
+        heartbeats: whether its runs send heartbeats (a process each); only then can the server
+            tell a run whose process stopped.
+    """
     deployment = f"prefect.deployment.{deployment_id}"
     of_this_deployment = ResourceSpecification({"prefect.resource.id": deployment})
     runs = ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"})
@@ -48,33 +56,33 @@ def recovery_automations(deployment_id: UUID) -> list[AutomationCore]:
 
     def automation(name: str, description: str, trigger: EventTrigger, action: ChangeFlowRunState) -> AutomationCore:
         return AutomationCore(
-            name=f"reconcile-file: {name}",
+            name=f"{NAME_PREFIX}{name}",
             description=description,
             trigger=trigger,
             actions=[action],
             owner_resource=deployment,
         )
 
-    return [
-        automation(
-            "crash runs whose process stopped",
-            f"A run that sent no heartbeat for {3 * HEARTBEAT_SECONDS} s lost its process.",
-            EventTrigger(
-                match=runs,
-                match_related=of_this_deployment,
-                after={"prefect.flow-run.heartbeat"},
-                expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Running", *FINAL_EVENTS},
-                for_each={"prefect.resource.id"},
-                posture=Posture.Proactive,
-                threshold=1,
-                within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
-            ),
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message=f"no heartbeat for {3 * HEARTBEAT_SECONDS} s: the process following this file stopped",
-                force=True,
-            ),
+    crash_silent_runs = automation(
+        "crash runs whose process stopped",
+        f"A run that sent no heartbeat for {3 * HEARTBEAT_SECONDS} s lost its process.",
+        EventTrigger(
+            match=runs,
+            match_related=of_this_deployment,
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Running", *FINAL_EVENTS},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
         ),
+        ChangeFlowRunState(
+            state=StateType.CRASHED,
+            message=f"no heartbeat for {3 * HEARTBEAT_SECONDS} s: the process following this file stopped",
+            force=True,
+        ),
+    )
+    resumers = [
         automation(
             "resume crashed runs",
             f"A crashed run follows its file again (at most {MAX_ATTEMPTS} attempts).",
@@ -106,16 +114,16 @@ def recovery_automations(deployment_id: UUID) -> list[AutomationCore]:
             resume,
         ),
     ]
+    return [crash_silent_runs, *resumers] if heartbeats else resumers
 
 
-async def install_recovery(client: PrefectClient, deployment_id: UUID) -> None:
-    """Create the deployment's recovery automations, or bring existing ones up to date."""
-    existing = {
-        automation.name: automation
-        for automation in await client.read_resource_related_automations(f"prefect.deployment.{deployment_id}")
-    }
-    for automation in recovery_automations(deployment_id):
-        if current := existing.get(automation.name):
-            await client.update_automation(current.id, automation)
-        else:
-            await client.create_automation(automation)
+async def install_recovery(client: PrefectClient, deployment_id: UUID, heartbeats: bool) -> None:
+    """Set the deployment's recovery automations: create, update, and remove those it no longer needs."""
+    wanted = {automation.name: automation for automation in recovery_automations(deployment_id, heartbeats)}
+    for current in await client.read_resource_related_automations(f"prefect.deployment.{deployment_id}"):
+        if current.name in wanted:
+            await client.update_automation(current.id, wanted.pop(current.name))
+        elif current.name.startswith(NAME_PREFIX):
+            await client.delete_automation(current.id)
+    for automation in wanted.values():
+        await client.create_automation(automation)

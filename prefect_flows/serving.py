@@ -25,10 +25,10 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import httpx
-from prefect import aserve
 from prefect.client.orchestration import PrefectClient
 from prefect.context import AsyncClientContext
 from prefect.deployments.runner import RunnerDeployment
+from prefect.runner import Runner
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.events.schemas.events import Event
@@ -61,19 +61,15 @@ def serve_processes(deployment: RunnerDeployment, settings: FlowSettings) -> Non
     os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
 
     async def serve() -> None:
+        runner = Runner(query_seconds=settings.poll_seconds, limit=settings.run_limit, pause_on_shutdown=False)
+        # Registering the deployment replaces the automations it owns: the recovery ones come after.
+        deployment_id = await runner.add_deployment(deployment)
         async with AsyncClientContext.get_or_create() as context:
-            deployment_id = await deployment.apply()
-            await install_recovery(context.client, deployment_id)
+            await install_recovery(context.client, deployment_id, heartbeats=True)
             async with ServingLease(context.client, deployment_id, logger) as lease:
                 renewing = asyncio.create_task(_keep(lease))
                 try:
-                    await aserve(
-                        deployment,
-                        query_seconds=settings.poll_seconds,
-                        limit=settings.run_limit,
-                        pause_on_shutdown=False,
-                        print_starting_message=False,
-                    )
+                    await runner.start()
                 finally:
                     renewing.cancel()
 
@@ -152,7 +148,7 @@ class CoroutineServing:
             async with AsyncClientContext.get_or_create() as context:  # one client for every run
                 client = context.client
                 deployment_id = await self._deployment.apply()
-                await install_recovery(client, deployment_id)
+                await install_recovery(client, deployment_id, heartbeats=False)
                 async with ServingLease(client, deployment_id, logger) as lease:
                     await self._follow_files(client, deployment_id, lease)
 
