@@ -130,7 +130,7 @@ def _stay_up(stack: DemoStack, console: Console, feed: RunFeed) -> None:
             for name, process in stack.processes.items():
                 if process and not process.running() and name not in reported:
                     reported.add(name)
-                    code, log = process.popen.returncode, shown(process.log_path)
+                    code, log = process.returncode, shown(process.log_path)
                     console.print(f"[red]The {name} stopped[/] (exit code {code}); see {log}")
             feed.poll()
             time.sleep(1)

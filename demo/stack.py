@@ -8,6 +8,7 @@ URLs, as `python -m webhooks provision --local` writes them, so every sender rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -181,8 +182,9 @@ class DemoStack:
     def deployment_id(self) -> str:
         deployment = self.flow_server.deployment()
         if deployment is None:
+            process = self.flow_server.process
             raise ServiceError(
-                "serve.py registered no deployment: see " + shown(self.flow_server.process.log_path)
+                f"serve.py registered no deployment: see {shown(process.log_path) if process else 'its log'}"
             )
         return deployment["id"]
 
@@ -199,10 +201,8 @@ class DemoStack:
         container = ContainerClient.from_connection_string(
             self.azurite.connection_string, load_settings().incoming_container
         )
-        try:
-            container.create_container()  # as the deployment creates it in Azure
-        except ResourceExistsError:
-            pass
+        with contextlib.suppress(ResourceExistsError):  # the deployment creates it in Azure
+            container.create_container()
 
     def _stop_function_app(self) -> None:
         if self.function_app:
@@ -225,16 +225,16 @@ class DemoStack:
             self.function_app.wait_healthy(lambda: _host_running(status), 180)
         else:
             argv = [sys.executable, "-m", "devstack.polling_host"]
-            self.function_app = self._child("function-app", argv, self.app_settings())
-            self.function_app.wait_healthy(lambda: "ready" in self.function_app.output(), 60)
+            app = self.function_app = self._child("function-app", argv, self.app_settings())
+            app.wait_healthy(lambda: "ready" in app.output(), 60)
 
     def start_consumer(self) -> None:
         """The consumer stand-in: reads the records queue, posts Reconciliation to the gateway."""
         argv = [sys.executable, "-m", "simulators.consumer", "--env-file", str(self.options.env_file)]
         argv += ["--never-answer", self.options.never_answer]
         # The Function App's settings: the same storage account and records queue.
-        self.consumer = self._child("consumer", argv, self.app_settings())
-        self.consumer.wait_healthy(lambda: "ready" in self.consumer.output(), 60)
+        consumer = self.consumer = self._child("consumer", argv, self.app_settings())
+        consumer.wait_healthy(lambda: "ready" in consumer.output(), 60)
 
     def _child(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
         return ManagedProcess(

@@ -22,6 +22,7 @@ are polled on threads of their own, so a long emission delays no announcement.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -242,10 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     app = importlib.import_module("function_app").app
     polling = PollingHost(FunctionHost(app, retry_seconds=args.retry_seconds), args.poll_seconds)
-    try:
+    with contextlib.suppress(ResourceExistsError):
         polling.receipts.create_container()
-    except ResourceExistsError:
-        pass
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -48,9 +48,12 @@ def read_events(
 def _event_filter(
     event_names: list[str] | None, resource: dict[str, Any] | None, since: datetime | None
 ) -> dict[str, Any]:
-    since = since or datetime.now(timezone.utc) - timedelta(hours=1)
+    since = since or datetime.now(UTC) - timedelta(hours=1)
     event_filter: dict[str, Any] = {
-        "occurred": {"since": since.isoformat(), "until": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()},
+        "occurred": {
+            "since": since.isoformat(),
+            "until": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+        },
         "order": "ASC",
     }
     if event_names:
@@ -69,11 +72,14 @@ def wait_for_events(
     timeout: float = 30.0,
 ) -> list[dict[str, Any]]:
     """Wait until at least `count` stored events match the filter; return all that match."""
+
     def enough() -> list[dict[str, Any]] | None:
         events = read_events(api_url, event_names, resource, since)
         return events if len(events) >= count else None
 
-    return wait_until(enough, timeout, f"{count} events {event_names or ''} {resource or ''} in Prefect", interval=0.3)
+    return wait_until(
+        enough, timeout, f"{count} events {event_names or ''} {resource or ''} in Prefect", interval=0.3
+    )
 
 
 def count_events(

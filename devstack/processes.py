@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,6 +10,9 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 
 class ServiceError(RuntimeError):
@@ -37,11 +41,8 @@ def ensure_port_free(port: int, what: str, host: str = "127.0.0.1") -> None:
 
 
 def wait_until(
-    condition: Callable[[], object],
-    timeout: float,
-    what: str,
-    interval: float = 0.1,
-) -> object:
+    condition: Callable[[], T | Literal[False] | None], timeout: float, what: str, interval: float = 0.1
+) -> T:
     """Poll `condition` until it returns a truthy value; raise ServiceError naming `what`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -74,7 +75,7 @@ class ManagedProcess:
 
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed below, once the child holds it
         self.log_offset = log.tell()
         try:
             self.popen = subprocess.Popen(
@@ -94,6 +95,11 @@ class ManagedProcess:
     def pid(self) -> int:
         assert self.popen is not None, f"{self.name} was never started"
         return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return self.popen.poll() if self.popen is not None else None
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -120,7 +126,7 @@ class ManagedProcess:
         def healthy() -> bool:
             if not self.running():
                 raise ServiceError(
-                    f"{self.name} exited with code {self.popen.returncode} while starting; "
+                    f"{self.name} exited with code {self.returncode} while starting; "
                     f"last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             return check()
@@ -143,14 +149,10 @@ class ManagedProcess:
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.popen.wait()
         else:
             # The leader is gone; children it left behind in the group must go too.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass

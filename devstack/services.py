@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -22,9 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Azurite's well-known development account (the same key `UseDevelopmentStorage=true` uses).
 AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 def http_ok(url: str) -> bool:
@@ -142,7 +141,7 @@ class PrefectServer:
         resource_id = f"devstack.probe.{uuid.uuid4()}"
         probe = {
             "id": str(uuid.uuid4()),
-            "occurred": datetime.now(timezone.utc).isoformat(),
+            "occurred": datetime.now(UTC).isoformat(),
             "event": "devstack.probe",
             "resource": {"prefect.resource.id": resource_id},
         }
@@ -157,7 +156,7 @@ def prefect_cli() -> str:
 
 @dataclass
 class Gateway:
-    """The webhook gateway (`python -m webhooks serve`), its queue under `data_dir`, forwarding to `api_url`."""
+    """The webhook gateway (`python -m webhooks serve`), its queue in `data_dir`, forwarding to `api_url`."""
 
     data_dir: Path
     log_dir: Path
@@ -243,7 +242,10 @@ class Azurite:
         return azurite_connection_string(self.host, self.blob_port, self.queue_port)
 
     def start(self, timeout: float = 30.0) -> Azurite:
-        for attribute, what in (("blob_port", "Azurite's blob service"), ("queue_port", "Azurite's queue service")):
+        for attribute, what in (
+            ("blob_port", "Azurite's blob service"),
+            ("queue_port", "Azurite's queue service"),
+        ):
             port = getattr(self, attribute)
             if port:
                 ensure_port_free(port, what, self.host)
@@ -256,10 +258,20 @@ class Azurite:
                 azurite_executable(),
                 "--silent",
                 "--skipApiVersionCheck",
-                "--location", str(self.data_dir),
-                "--blobHost", self.host, "--blobPort", str(self.blob_port),
-                "--queueHost", self.host, "--queuePort", str(self.queue_port),
-                "--tableHost", self.host, "--tablePort", str(free_port(self.host)),
+                "--location",
+                str(self.data_dir),
+                "--blobHost",
+                self.host,
+                "--blobPort",
+                str(self.blob_port),
+                "--queueHost",
+                self.host,
+                "--queuePort",
+                str(self.queue_port),
+                "--tableHost",
+                self.host,
+                "--tablePort",
+                str(free_port(self.host)),
             ],
             self.log_dir / f"azurite-{self.blob_port}.log",
         ).start()
@@ -272,18 +284,18 @@ class Azurite:
     def stop(self) -> None:
         """Let Azurite save its data, then end it: once it has served requests, its process
         lingers for minutes after its services report they closed."""
-        if not (self.process and self.process.running()):
+        process = self.process
+        if not (process and process.running()):
             return
-        log_start = self.process.log_path.stat().st_size
-        os.killpg(self.process.pid, signal.SIGINT)
+        log_start = process.log_path.stat().st_size
+        os.killpg(process.pid, signal.SIGINT)
 
         def closed() -> bool:
-            with open(self.process.log_path, "rb") as log:
+            with open(process.log_path, "rb") as log:
                 log.seek(log_start)
-                return log.read().count(b"successfully closed") >= 3 or not self.process.running()
+                return log.read().count(b"successfully closed") >= 3 or not process.running()
 
-        try:
+        # It gets killed below all the same; only unsaved metadata is at stake.
+        with contextlib.suppress(ServiceError):
             wait_until(closed, 10, "Azurite to close its services")
-        except ServiceError:
-            pass  # It gets killed below all the same; only unsaved metadata is at stake.
-        self.process.stop(timeout=5, sig=signal.SIGKILL)
+        process.stop(timeout=5, sig=signal.SIGKILL)

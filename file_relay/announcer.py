@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from azure.storage.blob import BlobClient, BlobProperties
 
@@ -31,7 +31,7 @@ def unquoted(etag: str) -> str:
 
 
 def _event_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def blob_created_delivery(blob: BlobClient, properties: BlobProperties, topic: str) -> list[dict]:

@@ -11,10 +11,10 @@ import ctypes
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -70,7 +70,7 @@ def blob_chunks(blob: BlobClient, item: WorkItem) -> Iterator[bytes]:
         raise BlobSuperseded(f"{type(error).__name__} after {read} bytes") from error
 
 
-def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int) -> Generator[T, None, None]:
     """`items`, fetched by a thread of their own up to `depth` ahead of the consumer."""
     iterator, done = iter(items), object()
     pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
@@ -79,7 +79,7 @@ def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
         ahead = deque(pool.submit(next, iterator, done) for _ in range(depth))
         while (item := ahead.popleft().result()) is not done:
             ahead.append(pool.submit(next, iterator, done))
-            yield item
+            yield cast(T, item)
     finally:
         pool.shutdown(cancel_futures=True)
 

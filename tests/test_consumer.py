@@ -13,7 +13,6 @@ import sys
 import uuid
 
 import pytest
-from relay_fixtures import Relay
 
 from devstack.prefect_api import wait_for_events
 from devstack.processes import wait_until
@@ -22,6 +21,7 @@ from file_relay.delivery import Webhook
 from simulators.config import read_webhook
 from simulators.consumer import NO_FAULTS, Consumer, Faults, decode, records_queues
 from simulators.ledger import ledger
+from tests.relay_fixtures import Relay
 from webhooks.catalog import load_catalog
 from webhooks.provisioning import gateway_urls, sender_settings, write_env_file
 

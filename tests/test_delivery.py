@@ -7,7 +7,6 @@ import json
 from email.utils import formatdate
 
 import pytest
-from webhook_receiver import WebhookReceiver
 
 from devstack.processes import free_port
 from file_relay.delivery import (
@@ -18,6 +17,7 @@ from file_relay.delivery import (
     _retry_after,
     idempotency_key,
 )
+from tests.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"a shared key of some length").decode()
 FAST = RetryPolicy(attempts=4, backoff=0.01, max_delay=1.0)

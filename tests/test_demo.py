@@ -175,7 +175,9 @@ def test_a_file_of_ones_own_sent_as_the_demo_says_shows_its_outcome_in_the_demo(
         file_name, tracking_id = kickoff.groups()
         run = rf"  {re.escape(file_name)} \[{tracking_id}\] "
         outcome = run + r"Failed: sent 100, received 98 \(2 missing\)  http://\S+/runs/flow-run/"
-        wait_until(lambda: re.search(outcome, log.read_text()), 60, f"{file_name}'s outcome in the demo's output")
+        wait_until(
+            lambda: re.search(outcome, log.read_text()), 60, f"{file_name}'s outcome in the demo's output"
+        )
         ctrl_c(demo)
 
     assert "Every service is stopped." in log.read_text()

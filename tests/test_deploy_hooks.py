@@ -309,7 +309,7 @@ def azd_package() -> list[str]:
         text=True,
         check=True,
     ).stdout.splitlines()
-    rules = (project / ".funcignore").read_text().splitlines() + ["local.settings.json"]
+    rules = [*(project / ".funcignore").read_text().splitlines(), "local.settings.json"]
     ignored = pathspec.GitIgnoreSpec.from_lines(rules)
     return sorted(path for path in tracked + local if not ignored.match_file(path))
 

@@ -43,7 +43,7 @@ def test_a_run_limit_a_sqlite_server_cannot_carry_is_warned_about():
 
 
 @pytest.mark.parametrize(
-    "name, value",
+    ("name", "value"),
     [
         ("FLOW_RUN_LIMIT", "2.5"),
         ("FLOW_RUN_LIMIT", "0"),

@@ -94,7 +94,7 @@ class TcpRelay:
         await asyncio.gather(*self._relays, return_exceptions=True)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._relays.add(asyncio.current_task())
+        self._relays.add(asyncio.current_task())  # type: ignore[arg-type]  # called in a task
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             self._writers |= {writer, upstream_writer}

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import jinja2
 import pytest
-from relay_fixtures import CONNECTION, decode_message
 
 from devstack.processes import free_port
 from file_relay.announcer import MissingTrackingId
@@ -20,6 +19,7 @@ from file_relay.emitter import EmissionError
 from file_relay.envelopes import MAX_MESSAGE_BYTES
 from file_relay.settings import SettingsError
 from file_relay.work_item import WorkItemError
+from tests.relay_fixtures import CONNECTION, decode_message
 
 REPO = Path(__file__).resolve().parent.parent
 BLOB_CREATED = "/hooks/azure-storage"

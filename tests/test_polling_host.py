@@ -14,14 +14,14 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient
-from relay_fixtures import decode_message
-from webhook_receiver import WebhookReceiver
 
 from devstack.local_settings import local_settings
 from devstack.polling_host import POISON_BLOB_QUEUE, RECEIPTS_CONTAINER
 from devstack.processes import ManagedProcess, wait_until
 from devstack.services import REPO_ROOT
 from file_relay.settings import SETTINGS
+from tests.relay_fixtures import decode_message
+from tests.webhook_receiver import WebhookReceiver
 
 BLOB_CREATED = "/hooks/azure-storage"
 

@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from relay_fixtures import decode_message
+
+from tests.relay_fixtures import decode_message
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "records-queue.md"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SCALE_DEADLINE_SECONDS
 from rich.console import Console
 
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, ScenarioPlayer
@@ -32,6 +31,7 @@ from devstack.processes import ServiceError, free_port, wait_until
 from devstack.scale_stack import ScaleStack
 from devstack.services import REPO_ROOT
 from simulators.mainframe import Mainframe
+from tests.conftest import SCALE_DEADLINE_SECONDS
 from webhooks.provisioning import write_env_file
 
 
@@ -58,7 +58,9 @@ def senders(scale_stack: ScaleStack, tmp_path_factory: pytest.TempPathFactory) -
 def play(stack: ScaleStack, senders: DemoStack, copies: int) -> list[Observation]:
     """Play the demo's scenarios `copies` times over, all at once; what the Prefect API shows of each."""
     mainframe = Mainframe.configured(senders.options.env_file, environ=senders.app_settings())
-    player = ScenarioPlayer(stack.prefect.api_url, stack.pool.deployment()["id"], mainframe, Console())
+    deployment = stack.pool.deployment()
+    assert deployment is not None, "the scale stack deployed the flow"
+    player = ScenarioPlayer(stack.prefect.api_url, deployment["id"], mainframe, Console())
     return player.play(SCENARIOS * copies, timeout=SCALE_DEADLINE_SECONDS + 60 + 4 * copies)
 
 

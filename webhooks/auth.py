@@ -70,5 +70,7 @@ def verifier_for(webhook: Webhook, environ: Mapping[str, str] = os.environ) -> V
     except binascii.Error:
         key = b""
     if not key:
-        raise ConfigError(f"{webhook.secret_env} must be a Standard Webhooks secret: whsec_ followed by base64")
+        raise ConfigError(
+            f"{webhook.secret_env} must be a Standard Webhooks secret: whsec_ followed by base64"
+        )
     return Verifier("standard-webhooks", key)

@@ -67,7 +67,7 @@ class Webhook:
         if not value:
             raise ConfigError(
                 f"webhook {self.name!r} requires {self.auth} auth but {self.secret_env} is not set: "
-                f"set it in the gateway's environment, or set auth = \"none\" in the config"
+                f'set it in the gateway\'s environment, or set auth = "none" in the config'
             )
         return value
 
@@ -127,5 +127,9 @@ def _webhook(entry: dict, index: int, path: Path) -> Webhook:
         accept_get=entry.get("accept_get", False),
         auth=auth,
     )
-    default_env = {"none": None, "bearer": webhook.token_variable, "standard-webhooks": webhook.secret_variable}
+    default_env = {
+        "none": None,
+        "bearer": webhook.token_variable,
+        "standard-webhooks": webhook.secret_variable,
+    }
     return replace(webhook, secret_env=entry.get("secret_env", default_env[auth]))

@@ -69,4 +69,6 @@ def check_publishable(event: dict[str, Any]) -> None:
         try:
             pydantic_core.from_json(text)  # the parser Prefect's consumers read events with
         except ValueError:
-            raise ValueError(f"the event nests deeper than the {PREFECT_MAX_DEPTH} levels Prefect reads") from None
+            raise ValueError(
+                f"the event nests deeper than the {PREFECT_MAX_DEPTH} levels Prefect reads"
+            ) from None

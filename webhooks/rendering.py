@@ -14,7 +14,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -90,7 +90,9 @@ def parse_body(content_type: str, raw: bytes) -> Any:
     # Nesting needs brackets: most bodies have too few to be deep, and skip the walk.
     if raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH and nesting_depth(body) > MAX_BODY_DEPTH:
         if declared:
-            raise MalformedBody(f"the body is nested deeper than {MAX_BODY_DEPTH} levels, more than Prefect stores", text)
+            raise MalformedBody(
+                f"the body is nested deeper than {MAX_BODY_DEPTH} levels, more than Prefect stores", text
+            )
         return text
     return body
 
@@ -202,7 +204,9 @@ class EventRenderer:
             rendered = None
             try:
                 rendered = self._template.render(method=method, headers=headers, body=element_body)
-                key = _idempotency_key(self.webhook.slug, header_key, raw, element_body, index if split else None)
+                key = _idempotency_key(
+                    self.webhook.slug, header_key, raw, element_body, index if split else None
+                )
                 event = self._complete(rendered, method, headers, element_body, key)
                 check_publishable(event)
                 result.events.append(event)
@@ -216,7 +220,9 @@ class EventRenderer:
                 result.failures.append(self._failure(method, headers, element_body, rendered, message))
         return result
 
-    def _complete(self, rendered: str, method: str, headers: RequestHeaders, body: Any, key: EventKey | None) -> dict:
+    def _complete(
+        self, rendered: str, method: str, headers: RequestHeaders, body: Any, key: EventKey | None
+    ) -> dict:
         try:
             event = orjson.loads(rendered)
         except orjson.JSONDecodeError as error:
@@ -225,7 +231,9 @@ class EventRenderer:
             raise ValueError(f"the template must render a JSON object, not {type(event).__name__}")
         if event.get("event") == "":
             # Prefect would store it, but an event without a name matches no trigger: a lost kickoff.
-            raise ValueError("the template rendered an empty event name: does the body have the field it reads?")
+            raise ValueError(
+                "the template rendered an empty event name: does the body have the field it reads?"
+            )
         chosen = event.keys() & _PARSED_FIELDS
         if "id" not in event:
             event["id"] = key.event_id if key else str(uuid.uuid4())
@@ -240,7 +248,9 @@ class EventRenderer:
             check_event(event)
         return event
 
-    def _failure(self, method: str, headers: RequestHeaders, body: Any, rendered: str | None, error: str) -> dict:
+    def _failure(
+        self, method: str, headers: RequestHeaders, body: Any, rendered: str | None, error: str
+    ) -> dict:
         copied = {"headers": dict(headers), "body": body, "rendered": rendered, "error": error}
         return {
             "id": str(uuid.uuid4()),
@@ -269,7 +279,9 @@ def check_event(event: dict[str, Any]) -> None:
     if not isinstance(related, list):
         raise ValueError("related: Input should be a valid list")
     if len(related) > _LIMITS.maximum_related_resources:
-        raise ValueError(f"related: The maximum number of related resources is {_LIMITS.maximum_related_resources}")
+        raise ValueError(
+            f"related: The maximum number of related resources is {_LIMITS.maximum_related_resources}"
+        )
     for index, resource in enumerate(related):
         _check_resource(resource, f"related.{index}", "prefect.resource.role")
     if not isinstance(event.get("payload"), dict):
@@ -283,13 +295,17 @@ def _check_resource(resource: Any, where: str, required_role: str | None) -> Non
         if not isinstance(value, str):
             raise ValueError(f"{where}.{label}: Input should be a valid string")
     if len(resource) > _LIMITS.maximum_labels_per_resource:
-        raise ValueError(f"{where}: The maximum number of labels per resource is {_LIMITS.maximum_labels_per_resource}")
+        raise ValueError(
+            f"{where}: The maximum number of labels per resource is {_LIMITS.maximum_labels_per_resource}"
+        )
     for label in ("prefect.resource.id", required_role):
         if label and not resource.get(label):
             raise ValueError(f"{where}: Resources must include a non-empty {label} label")
 
 
-def _idempotency_key(slug: str, header_key: str | None, raw: bytes, body: Any, index: int | None) -> EventKey | None:
+def _idempotency_key(
+    slug: str, header_key: str | None, raw: bytes, body: Any, index: int | None
+) -> EventKey | None:
     """The request's key (per element when split) over its body, else an Event Grid or CloudEvents
     event id over that event's content: only a true redelivery makes the same event id again."""
     if header_key:
@@ -317,4 +333,4 @@ def _describe(error: Exception) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
