@@ -16,12 +16,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from configuration import REPO_ROOT
+from configuration.declared import webhook_variable
 from file_relay.settings import GATEWAY_URL, SETTINGS, WEBHOOKS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DEFAULTS = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-    **{f"{prefix}_WEBHOOK_URL": f"{GATEWAY_URL}/{name}" for name, prefix in WEBHOOKS.items()},
+    **{webhook_variable(name, "URL"): f"{GATEWAY_URL}/{name}" for name in WEBHOOKS},
 }
 
 

@@ -13,16 +13,13 @@ from datetime import UTC, datetime
 from azure.storage.blob import BlobClient, BlobProperties
 
 from file_relay.delivery import WebhookSender, idempotency_key
+from file_relay.errors import MissingTrackingId
 from file_relay.settings import RelaySettings
 from file_relay.work_item import WorkItem
 
 EVENT_TYPE = "Microsoft.Storage.BlobCreated"
 
 logger = logging.getLogger(__name__)
-
-
-class MissingTrackingId(ValueError):
-    """A blob arrived without the metadata that correlates it; it was announced but is not emitted."""
 
 
 def unquoted(etag: str) -> str:

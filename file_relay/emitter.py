@@ -22,7 +22,8 @@ from azure.storage.blob import BlobClient
 
 from file_relay.delivery import WebhookSender, idempotency_key
 from file_relay.envelopes import MAX_ENVELOPE_BYTES, EnvelopePacker
-from file_relay.records import RecordError, RecordSplitter
+from file_relay.errors import BlobSuperseded, EmissionError, RecordError
+from file_relay.records import RecordSplitter
 from file_relay.records_queue import RecordsQueue
 from file_relay.settings import RelaySettings
 from file_relay.storage import StorageAccount
@@ -35,14 +36,6 @@ READ_AHEAD = 2
 T = TypeVar("T")
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-class EmissionError(RuntimeError):
-    """A file whose records cannot all be sent; it ends in the emit queue's poison queue."""
-
-
-class BlobSuperseded(Exception):
-    """The blob version named in the work item was overwritten or deleted since it was queued."""
 
 
 @dataclass(frozen=True)

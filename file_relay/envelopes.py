@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Generator, Iterable, Iterator
 from json.encoder import encode_basestring_ascii
 
-from file_relay.records import RecordError
+from file_relay.errors import RecordError
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES // 4 * 3

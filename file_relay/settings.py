@@ -1,7 +1,8 @@
 """The Function App's app settings: the one list of names, defaults and meanings, and their parsing.
 
-Tests check the README table, `local.settings.json.sample` and the deployment templates against
-`SETTINGS`, so a setting is added here and nowhere else by hand.
+docs/function-app.md's table is generated from `SETTINGS` (`python -m devstack.settings_docs`), and
+tests check it, `local.settings.json.sample` and the deployment templates against `SETTINGS`, so a
+setting is added here and nowhere else by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from file_relay.delivery import RetryPolicy, Webhook
+from configuration.declared import Environment, Setting, webhook_variable
+from file_relay.delivery import RetryPolicy, WebhookEndpoint
+from file_relay.errors import SettingsError
 
 TRIGGER_SOURCES = ("LogsAndContainerScan", "EventGrid")
 HOST_STORAGE = "AzureWebJobsStorage"
@@ -23,45 +26,42 @@ COMPRESSIONS = ("zlib", "none")
 GATEWAY_URL = "http://127.0.0.1:4280/hooks"
 
 
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names it and says what to set."""
-
-
 @dataclass(frozen=True)
-class Setting:
+class AppSetting(Setting):
     """One app setting. `default` None means required.
 
     `used_by`: "host" (the Functions host only), "bindings" (fixed when the host indexes
     function_app.py) or "functions" (the functions' code).
     """
 
-    name: str
-    default: str | None
-    description: str
     used_by: str = "functions"
 
 
-def _webhook_settings(name: str, prefix: str, sender: str) -> tuple[Setting, ...]:
+def _webhook_settings(name: str, sender: str) -> tuple[AppSetting, ...]:
     return (
-        Setting(
-            f"{prefix}_WEBHOOK_URL",
+        AppSetting(
+            webhook_variable(name, "URL"),
             None,
             f"The `{name}` webhook {sender} posts to (Prefect Cloud or the gateway).",
         ),
-        Setting(f"{prefix}_WEBHOOK_TOKEN", "", f"Optional bearer token for the `{name}` webhook."),
-        Setting(
-            f"{prefix}_WEBHOOK_SECRET",
+        AppSetting(webhook_variable(name, "TOKEN"), "", f"Optional bearer token for the `{name}` webhook."),
+        AppSetting(
+            webhook_variable(name, "SECRET"),
             "",
             f"Optional Standard Webhooks secret (`whsec_<base64>`); when set, `{name}` requests are signed.",
         ),
     )
 
 
-WEBHOOKS = {"azure-storage": "AZURE_STORAGE", "summary": "SUMMARY"}
+# The webhooks the Function App posts to, and the settings each has.
+WEBHOOKS = ("azure-storage", "summary")
+PARTS = ("URL", "TOKEN", "SECRET")
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("FUNCTIONS_WORKER_RUNTIME", "python", "The language worker the Functions host starts.", "host"),
-    Setting(
+SETTINGS: tuple[AppSetting, ...] = (
+    AppSetting(
+        "FUNCTIONS_WORKER_RUNTIME", "python", "The language worker the Functions host starts.", "host"
+    ),
+    AppSetting(
         "AzureWebJobsStorage",
         None,
         "The host's storage (leases, blob receipts, poison queues) and the default storage connection. "
@@ -69,7 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`AzureWebJobsStorage__accountName`.",
         "host",
     ),
-    Setting(
+    AppSetting(
         "STORAGE_CONNECTION",
         HOST_STORAGE,
         "Name of the app setting (or identity-setting prefix) for the account holding the incoming "
@@ -78,7 +78,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`<name>__blobServiceUri` and `<name>__queueServiceUri`.",
         "bindings",
     ),
-    Setting(
+    AppSetting(
         "BLOB_TRIGGER_SOURCE",
         "LogsAndContainerScan",
         "How the blob trigger learns of new blobs: `LogsAndContainerScan` (polling; `func start` with "
@@ -86,56 +86,56 @@ SETTINGS: tuple[Setting, ...] = (
         "extension).",
         "bindings",
     ),
-    Setting(
+    AppSetting(
         "INCOMING_CONTAINER",
         "incoming",
         "The container files arrive in; the blob trigger watches it.",
         "bindings",
     ),
-    Setting(
+    AppSetting(
         "EMIT_QUEUE",
         "emit-work",
         "Queue of work items from the blob trigger to the emitter; failing items end in `<name>-poison`.",
         "bindings",
     ),
-    Setting(
+    AppSetting(
         "RECORDS_QUEUE", "records", "The queue the emitter sends record envelopes to (docs/records-queue.md)."
     ),
-    Setting(
+    AppSetting(
         "RECORDS_COMPRESSION",
         "zlib",
         "`zlib`: each records-queue message is base64 of the zlib-compressed envelope JSON, so one message "
         "carries several times more records; `none`: base64 of the JSON, for consumers that cannot inflate.",
     ),
-    Setting(
+    AppSetting(
         "TRACKING_ID_METADATA_KEY",
         "trackingId",
         "Blob metadata key holding the file's trackingId (any case).",
     ),
-    Setting("FIRST_LINE_IS_HEADER", "false", "`true` when each file's first line is a header, not a record."),
-    *_webhook_settings("azure-storage", "AZURE_STORAGE", "the blob trigger"),
-    *_webhook_settings("summary", "SUMMARY", "the emitter"),
-    Setting("WEBHOOK_TIMEOUT_SECONDS", "10", "Timeout of one webhook request (connect, write, read)."),
-    Setting(
+    AppSetting(
+        "FIRST_LINE_IS_HEADER", "false", "`true` when each file's first line is a header, not a record."
+    ),
+    *_webhook_settings("azure-storage", "the blob trigger"),
+    *_webhook_settings("summary", "the emitter"),
+    AppSetting("WEBHOOK_TIMEOUT_SECONDS", "10", "Timeout of one webhook request (connect, write, read)."),
+    AppSetting(
         "WEBHOOK_ATTEMPTS",
         "5",
         "Attempts per webhook call before the function fails and the host retries it.",
     ),
-    Setting(
+    AppSetting(
         "WEBHOOK_BACKOFF_SECONDS",
         "1",
         "Wait after the first failed attempt; doubles per attempt up to 30 s. A `Retry-After` up to 30 s is "
         "honoured; a longer one fails the call at once so the host retries it later.",
     ),
-    Setting("SEND_CONCURRENCY", "16", "Envelopes in flight to the records queue at once."),
-    Setting(
+    AppSetting("SEND_CONCURRENCY", "16", "Envelopes in flight to the records queue at once."),
+    AppSetting(
         "STORAGE_ACCOUNT_RESOURCE_ID",
         "",
         "The storage account's ARM id, sent as the Event Grid `topic`; empty: built from the account name.",
     ),
 )
-
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -157,53 +157,26 @@ class RelaySettings:
     # The <PREFIX>_WEBHOOK_* values as given: a bad one fails only the function that posts to it.
     webhook_values: Mapping[str, str]
 
-    def webhook(self, name: str) -> Webhook:
+    def webhook(self, name: str) -> WebhookEndpoint:
         """The webhook `name`, or a SettingsError naming the setting that is missing or malformed."""
-        webhook = webhook_from(self.webhook_values, name, WEBHOOKS[name])
+        webhook = webhook_from(self.webhook_values, name)
         if webhook is None:
             raise SettingsError(
-                f"{WEBHOOKS[name]}_WEBHOOK_URL is not set: set it to the `{name}` webhook's URL "
+                f"{webhook_variable(name, 'URL')} is not set: set it to the `{name}` webhook's URL "
                 f"(`python -m webhooks provision` writes it to webhooks.env; the local gateway's is "
                 f"{GATEWAY_URL}/{name})."
             )
         return webhook
 
 
-class _Environment:
-    """Reads settings from the list above: every name read must be in it; empty means the default."""
+class _Environment(Environment):
+    """The app settings above, read from the environment: empty means the default."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-
-    def text(self, name: str) -> str:
-        value = self.environ.get(name, "").strip()
-        return value or (_BY_NAME[name].default or "")
-
-    def choice(self, name: str, options: tuple[str, ...]) -> str:
-        value = self.text(name)
-        if value not in options:
-            raise SettingsError(f"{name} is {value!r}; set it to one of: {', '.join(options)}.")
-        return value
-
-    def flag(self, name: str) -> bool:
-        value = self.text(name).lower()
-        if value not in ("true", "false", "1", "0", "yes", "no"):
-            raise SettingsError(f"{name} is {value!r}; set it to true or false.")
-        return value in ("true", "1", "yes")
-
-    def number(self, name: str, minimum: float, whole: bool = False) -> float:
-        value = self.text(name)
-        try:
-            number = int(value) if whole else float(value)
-        except ValueError:
-            number = None
-        if number is None or number < minimum:
-            kind = "a whole number" if whole else "a number"
-            raise SettingsError(f"{name} is {value!r}; set it to {kind} of at least {minimum:g}.")
-        return number
+        super().__init__(SETTINGS, environ)
 
     def webhook_values(self) -> dict[str, str]:
-        return {name: self.text(name) for name in _BY_NAME if "_WEBHOOK_" in name}
+        return {name: self.text(name) for name in self.declared if "_WEBHOOK_" in name}
 
     def storage_connection(self) -> str:
         """STORAGE_CONNECTION, refused when its identity settings are a form the bindings cannot read."""
@@ -229,9 +202,10 @@ class _Environment:
         return name
 
 
-def webhook_from(values: Mapping[str, str], name: str, prefix: str) -> Webhook | None:
-    """Webhook `name` from `<prefix>_WEBHOOK_URL`, `_TOKEN` and `_SECRET` in `values`; None without a URL."""
-    for setting in (f"{prefix}_WEBHOOK_URL", f"{prefix}_WEBHOOK_TOKEN", f"{prefix}_WEBHOOK_SECRET"):
+def webhook_from(values: Mapping[str, str], name: str) -> WebhookEndpoint | None:
+    """Webhook `name` from `<PREFIX>_WEBHOOK_URL`, `_TOKEN` and `_SECRET` in `values`; None without a URL."""
+    url_setting, token_setting, secret_setting = (webhook_variable(name, part) for part in PARTS)
+    for setting in (url_setting, token_setting, secret_setting):
         value = values.get(setting, "").strip()
         if value.startswith(KEY_VAULT_REFERENCE):
             raise SettingsError(
@@ -240,13 +214,13 @@ def webhook_from(values: Mapping[str, str], name: str, prefix: str) -> Webhook |
                 f"minutes to apply) or the secret does not exist. Refresh the app's references "
                 f"(docs/azure.md#key-vault-reference-not-resolved); the app restarts once they resolve."
             )
-    url = values.get(f"{prefix}_WEBHOOK_URL", "").strip()
+    url = values.get(url_setting, "").strip()
     if not url:
         return None
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        raise SettingsError(f"{prefix}_WEBHOOK_URL is {url!r}; set it to an http(s) URL.")
-    token = values.get(f"{prefix}_WEBHOOK_TOKEN", "").strip()
-    return Webhook(name, prefix, url, token, _secret(f"{prefix}_WEBHOOK_SECRET", values))
+        raise SettingsError(f"{url_setting} is {url!r}; set it to an http(s) URL.")
+    token = values.get(token_setting, "").strip()
+    return WebhookEndpoint(name, url, token, _secret(secret_setting, values))
 
 
 def _secret(name: str, values: Mapping[str, str]) -> bytes:

@@ -16,7 +16,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient
 from azure.storage.queue import BinaryBase64EncodePolicy, QueueClient
 from requests.adapters import HTTPAdapter
 
-from file_relay.settings import SettingsError
+from file_relay.errors import SettingsError
 
 # The first GET of a download is 32 MiB by default; 4 MiB for every request keeps memory flat.
 CHUNK_BYTES = 4 * 1024 * 1024

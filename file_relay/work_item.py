@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from file_relay.errors import WorkItemError
+
 _FIELDS = {"container": str, "blobName": str, "eTag": str, "trackingId": str, "contentLength": int}
-
-
-class WorkItemError(ValueError):
-    """A message on the emit queue that is not a work item; it ends in the poison queue."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient
 
-from file_relay.delivery import DeliveryError, RetryPolicy, Webhook, WebhookSender, idempotency_key
+from file_relay.delivery import DeliveryError, RetryPolicy, WebhookEndpoint, WebhookSender, idempotency_key
 from file_relay.settings import SettingsError, load_settings
 from simulators.config import add_location_arguments, read_webhook, storage_connection_string
 from simulators.ledger import problem
@@ -126,7 +126,7 @@ class Consumer:
         self,
         queue: QueueClient,
         poison: QueueClient,
-        webhook: Webhook,
+        webhook: WebhookEndpoint,
         faults: Faults = NO_FAULTS,
         sender: WebhookSender | None = None,
     ) -> None:

@@ -317,7 +317,12 @@ def azd_package() -> list[str]:
 def test_azd_packages_the_function_app_and_nothing_else() -> None:
     package = azd_package()
 
-    app = ["file_relay/" + path.name for path in sorted((REPO / "file_relay").glob("*.py"))]
+    # The app's packages: file_relay and the settings declarations it shares with the other packages.
+    app = [
+        f"{package}/{path.name}"
+        for package in ("configuration", "file_relay")
+        for path in (REPO / package).glob("*.py")
+    ]
     assert package == sorted(["function_app.py", "host.json", "requirements.txt", *app])
 
 

@@ -17,13 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from webhooks.catalog import ConfigError, Webhook
+from webhooks.errors import Unauthorized
 
 # Standard Webhooks' tolerance for the sender's clock and for replays.
 TIMESTAMP_TOLERANCE_SECONDS = 5 * 60
-
-
-class Unauthorized(Exception):
-    """The request does not prove it comes from the configured sender."""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from webhooks.errors import ForwardError
 from webhooks.outbox import Outbox, QueuedEvent
 
 logger = logging.getLogger("webhooks.forwarder")
@@ -44,10 +45,6 @@ _HINTS = {
     403: "; the gateway's credentials may not write events",
     404: "; is PREFECT_API_URL the API's URL (it usually ends in /api)?",
 }
-
-
-class ForwardError(Exception):
-    """Prefect did not take a batch this time; it stays queued and is sent again."""
 
 
 class Pacer:

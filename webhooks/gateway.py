@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from webhooks.auth import Unauthorized, Verifier, verifier_for
 from webhooks.catalog import Webhook
+from webhooks.errors import BodyTooLarge
 from webhooks.forwarder import Forwarder
 from webhooks.outbox import KeyReused, Outbox, OutboxError, OutboxFull
 from webhooks.rendering import HIDDEN_HEADERS, EventRenderer
@@ -36,10 +37,6 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BODY_SECONDS = 10.0
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
-
-
-class BodyTooLarge(Exception):
-    """The request body is over the gateway's limit."""
 
 
 class WebhookGateway:

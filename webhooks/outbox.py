@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from webhooks.errors import KeyReused, OutboxError, OutboxFull, QueueBoundElsewhere
+
 # A redelivery this long after its event was forwarded is still recognised and dropped:
 # Event Grid retries for up to 24 hours; Prefect's own duplicate checks forget after minutes.
 REDELIVERY_WINDOW_SECONDS = 25 * 3600
@@ -65,22 +67,6 @@ SELECT NOT EXISTS (SELECT 1 FROM queued WHERE id = ?2) AND NOT EXISTS (SELECT 1 
 """
 
 T = TypeVar("T")
-
-
-class OutboxError(RuntimeError):
-    """The outbox could not store events durably (disk full, file unwritable...)."""
-
-
-class OutboxFull(OutboxError):
-    """The queue holds as many bytes as it may: Prefect is behind or away."""
-
-
-class KeyReused(ValueError):
-    """A request's idempotency key came before with another body; nothing of the request was queued."""
-
-
-class QueueBoundElsewhere(ValueError):
-    """The queue holds events for another Prefect API."""
 
 
 @dataclass(frozen=True)

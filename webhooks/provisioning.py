@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from webhooks.catalog import Webhook
+from webhooks.errors import ProvisioningError
 
 _WORKSPACE_PATH = re.compile(r"/api/accounts/[0-9a-fA-F-]{36}/workspaces/[0-9a-fA-F-]{36}/?$")
 # Where Prefect Cloud's API answers: the API key goes nowhere else unless told.
@@ -29,10 +30,6 @@ _HINTS = {
     401: " (is PREFECT_API_KEY valid? `prefect cloud login` sets it)",
     403: " (may this key manage webhooks?)",
 }
-
-
-class ProvisioningError(RuntimeError):
-    """Prefect Cloud could not be brought in line with the webhooks config."""
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,9 @@ import os
 from pathlib import Path
 from typing import IO
 
+from webhooks.errors import QueueInUse
+
 LOCK_FILE = "gateway.lock"
-
-
-class QueueInUse(RuntimeError):
-    """Another gateway holds the queue."""
 
 
 def lock_queue(data_dir: Path, host: str, port: int) -> IO[str]:

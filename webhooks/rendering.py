@@ -30,6 +30,7 @@ from prefect.settings import get_current_settings
 from pydantic import ValidationError
 
 from webhooks.catalog import ConfigError, Webhook
+from webhooks.errors import MalformedBody
 from webhooks.limits import MAX_BODY_DEPTH, EventTooLarge, check_publishable, excerpt, nesting_depth
 
 # Prefect Cloud's name for it, so automations move between Cloud and the gateway unchanged.
@@ -42,14 +43,6 @@ HIDDEN_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
 # Fields Prefect parses rather than takes as they are; the gateway fills them unless a template does.
 _PARSED_FIELDS = frozenset({"id", "occurred", "follows"})
 _LIMITS = get_current_settings().server.events
-
-
-class MalformedBody(ValueError):
-    """A body declared as JSON that is not JSON (or is nested too deep to be used)."""
-
-    def __init__(self, message: str, text: str) -> None:
-        super().__init__(message)
-        self.text = text
 
 
 class RequestHeaders(dict):
