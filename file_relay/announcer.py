@@ -15,7 +15,7 @@ from azure.storage.blob import BlobClient, BlobProperties
 from file_relay.delivery import WebhookSender, idempotency_key
 from file_relay.errors import MissingTrackingId
 from file_relay.settings import RelaySettings
-from file_relay.work_item import WorkItem
+from file_relay.work_item import WorkItem, log_fields
 
 EVENT_TYPE = "Microsoft.Storage.BlobCreated"
 
@@ -83,7 +83,13 @@ def announce(blob: BlobClient, settings: RelaySettings, sender: WebhookSender | 
     metadata = {key.lower(): value for key, value in (properties.metadata or {}).items()}
     tracking_id = metadata.get(settings.tracking_id_key.lower(), "").strip()
     # Names the file in the invocation's telemetry, so a failed announcement can be found by trackingId.
-    logger.info("%s: announcing eTag %s for trackingId %s", path, etag, tracking_id or "(none)")
+    logger.info(
+        "%s: announcing eTag %s for trackingId %s",
+        path,
+        etag,
+        tracking_id or "(none)",
+        extra=log_fields(path, etag, tracking_id),
+    )
     delivery = blob_created_delivery(blob, properties, settings.storage_account_resource_id)
     sender.post(webhook, delivery, idempotency_key(etag, "blob-created", path))
 

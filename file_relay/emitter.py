@@ -57,7 +57,13 @@ def blob_chunks(blob: BlobClient, item: WorkItem) -> Iterator[bytes]:
         for chunk in download.chunks():
             read += len(chunk)
             if read // PROGRESS_BYTES != (read - len(chunk)) // PROGRESS_BYTES:
-                logger.info("%s: %d of %d MiB read", item.path, read >> 20, item.content_length >> 20)
+                logger.info(
+                    "%s: %d of %d MiB read",
+                    item.path,
+                    read >> 20,
+                    item.content_length >> 20,
+                    extra=item.log_fields,
+                )
             yield chunk
     except (ResourceModifiedError, ResourceNotFoundError) as error:
         raise BlobSuperseded(f"{type(error).__name__} after {read} bytes") from error
@@ -102,7 +108,13 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
     keep_freed_buffers()
     item = WorkItem.from_json(body)
     # Names the file in the invocation's telemetry, so a failed emission can be found by trackingId.
-    logger.info("%s: emitting eTag %s for trackingId %s", item.path, item.etag, item.tracking_id)
+    logger.info(
+        "%s: emitting eTag %s for trackingId %s",
+        item.path,
+        item.etag,
+        item.tracking_id,
+        extra=item.log_fields,
+    )
     webhook = settings.webhook("summary")
     sender = sender or WebhookSender(settings.retry, settings.webhook_timeout)
     account = StorageAccount(settings.storage_connection)
@@ -130,6 +142,7 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
             item.etag,
             superseded,
             packer.envelopes,
+            extra=item.log_fields,
         )
         return None
     except RecordError as error:
@@ -151,5 +164,6 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
         settings.records_queue,
         emission.seconds,
         item.tracking_id,
+        extra=item.log_fields,
     )
     return emission

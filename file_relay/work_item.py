@@ -10,6 +10,11 @@ from file_relay.errors import WorkItemError
 _FIELDS = {"container": str, "blobName": str, "eTag": str, "trackingId": str, "contentLength": int}
 
 
+def log_fields(path: str, etag: str, tracking_id: str) -> dict[str, str]:
+    """A log record's fields for one blob version (`customDimensions` in Application Insights)."""
+    return {"file": path, "eTag": etag, "trackingId": tracking_id}
+
+
 @dataclass(frozen=True)
 class WorkItem:
     """One blob version to emit. `etag` is unquoted, as Event Grid and the envelopes show it."""
@@ -23,6 +28,11 @@ class WorkItem:
     @property
     def path(self) -> str:
         return f"{self.container}/{self.blob_name}"
+
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """Fields for `extra=`, so operators filter the functions' logs by file, eTag or trackingId."""
+        return log_fields(self.path, self.etag, self.tracking_id)
 
     def to_json(self) -> str:
         return json.dumps(

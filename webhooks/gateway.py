@@ -121,12 +121,12 @@ class WebhookGateway:
                 "different body; nothing was accepted: send a new request with a new key",
             )
         except OutboxFull as error:
-            logger.warning("refusing events: %s", error)
+            logger.warning("refusing events: %s", error, extra={"webhook": slug})
             return _error(
                 503, "the gateway's queue is full: Prefect is behind; retry later", {"Retry-After": "30"}
             )
         except OutboxError as error:
-            logger.error("%s", error)
+            logger.error("%s", error, extra={"webhook": slug})
             return _error(503, "the gateway cannot queue events right now; retry later", {"Retry-After": "5"})
         for event_id in reused:
             logger.warning(
@@ -135,6 +135,7 @@ class WebhookGateway:
                 slug,
                 result.keys[event_id].name,
                 event_id,
+                extra={"webhook": slug, "eventId": event_id},
             )
         if result.failures:
             return _error(result.status, "; ".join(result.errors))
