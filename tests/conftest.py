@@ -30,6 +30,20 @@ class Service(Protocol):
 P = TypeVar("P", bound=Service)  # a service: start() returns it, stop() stops it
 
 
+# Fixtures that start a Prefect server, Azurite, a gateway or the scale stack as processes.
+SERVICE_FIXTURES = frozenset(
+    {"prefect_server", "start_prefect_server", "azurite", "start_azurite", "gateway", "start_gateway"}
+    | {"scale_stack", "start_relay"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs live services, so `pytest -m "not services"` runs the others alone."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.fixture(scope="session")
 def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the services started by the tests write their logs."""

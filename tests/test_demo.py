@@ -85,6 +85,7 @@ def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_demo_once_plays_the_three_scenarios_and_each_ends_as_expected(tmp_path):
     token = uuid.uuid4().hex
     result = subprocess.run(
@@ -141,6 +142,7 @@ def ctrl_c(process: subprocess.Popen) -> None:
     process.wait(timeout=90)
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_included(tmp_path):
     token = uuid.uuid4().hex
     log = tmp_path / "make-demo.out"
@@ -160,6 +162,7 @@ def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_includ
     assert marked(token) == {}
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_a_file_of_ones_own_sent_as_the_demo_says_shows_its_outcome_in_the_demo(tmp_path):
     token = uuid.uuid4().hex
     log = tmp_path / "demo.out"

@@ -133,6 +133,7 @@ def test_a_burst_of_files_ends_with_every_outcome_right_on_both_workers(scale_st
     assert per_worker.keys() == workers.keys(), f"runs per worker: {per_worker}"
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
     postgres_dir = Path(tempfile.mkdtemp(prefix="scale-postgres-"))
     command = subprocess.Popen(
