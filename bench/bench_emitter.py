@@ -46,8 +46,8 @@ import azure.functions as func
 from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from devstack.proc import cpu_seconds
 from devstack.services import Azurite
+from devstack.supervision.process_stats import cpu_seconds
 from file_relay.emitter import READ_AHEAD, blob_chunks, emit, keep_freed_buffers, read_ahead
 from file_relay.envelopes import MAX_ENVELOPE_BYTES, EnvelopePacker
 from file_relay.records import RecordSplitter

@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devstack.prefect_api import count_events
-from devstack.processes import ManagedProcess, free_port
-from devstack.services import REPO_ROOT, Gateway, PrefectServer, http_ok
+from configuration import REPO_ROOT
+from devstack.prefect_queries.events import count_events
+from devstack.services import Gateway, PrefectServer, http_ok
+from devstack.supervision.processes import ManagedProcess, free_port
 from webhooks.__main__ import DEFAULT_MAX_EVENTS_PER_SECOND
 from webhooks.catalog import load_catalog
 from webhooks.rendering import EventRenderer

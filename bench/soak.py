@@ -35,13 +35,13 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, Scenario, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions
 from devstack.flow_runs import timestamp
-from devstack.prefect_api import read_events
-from devstack.proc import descendants
-from devstack.processes import ServiceError, free_port, wait_until
-from devstack.services import REPO_ROOT
+from devstack.prefect_queries.events import read_events
+from devstack.supervision.process_stats import descendants
+from devstack.supervision.processes import ServiceError, free_port, wait_until
 from simulators.mainframe import Mainframe
 
 FAULTS = ("gateway", "prefect", "azurite", "function-app", "flow-server")

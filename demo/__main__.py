@@ -22,11 +22,11 @@ from types import FrameType
 
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from demo.report import RunFeed, print_next_steps, print_report
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions, shown
-from devstack.processes import ServiceError
-from devstack.services import REPO_ROOT
+from devstack.supervision.processes import ServiceError
 from file_relay.delivery import DeliveryError
 from simulators.config import DEFAULT_ENV_FILE, LOCAL_STORAGE
 from simulators.mainframe import Mainframe, MainframeError

@@ -2,7 +2,7 @@
 
 Prefect server (SQLite), Azurite, the webhook gateway, `prefect_flows/serve.py`, the Function App
 (`func start` when Azure Functions Core Tools are installed, else the host stand-in
-`python -m devstack.polling_host`) and the consumer stand-in. `webhooks.env` gets the gateway's
+`python -m devstack.functions_host`) and the consumer stand-in. `webhooks.env` gets the gateway's
 URLs, as `python -m webhooks provision --local` writes them, so every sender reads the same file.
 """
 
@@ -23,10 +23,11 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from devstack.flow_server import FlowServer
-from devstack.local_settings import local_settings, read_env_file
-from devstack.processes import ManagedProcess, ServiceError, ensure_port_free
-from devstack.services import REPO_ROOT, Azurite, Gateway, PrefectServer
+from devstack.functions_host.local_settings import local_settings, read_env_file
+from devstack.services import Azurite, Gateway, PrefectServer
+from devstack.supervision.processes import ManagedProcess, ServiceError, ensure_port_free
 from file_relay.settings import load_settings
 from prefect_flows.deployment import same_deadlines
 from webhooks.catalog import load_catalog
@@ -152,7 +153,7 @@ class DemoStack:
         else:
             self.console.print(
                 "  [yellow]![/] Azure Functions Core Tools (`func`) are not on PATH: the Function App runs "
-                "in the host stand-in (python -m devstack.polling_host), which invokes the same registered "
+                "in the host stand-in (python -m devstack.functions_host), which invokes the same registered "
                 "functions."
             )
             where = "host stand-in, polling every 1 s"
@@ -224,7 +225,7 @@ class DemoStack:
             self.function_app = self._child("function-app", argv, env)
             self.function_app.wait_healthy(lambda: _host_running(status), 180)
         else:
-            argv = [sys.executable, "-m", "devstack.polling_host"]
+            argv = [sys.executable, "-m", "devstack.functions_host"]
             app = self.function_app = self._child("function-app", argv, self.app_settings())
             app.wait_healthy(lambda: "ready" in app.output(), 60)
 

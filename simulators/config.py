@@ -9,7 +9,7 @@ from pathlib import Path
 
 from configuration import REPO_ROOT
 from configuration.declared import webhook_variable
-from devstack.local_settings import read_env_file
+from devstack.functions_host.local_settings import read_env_file
 from file_relay.delivery import WebhookEndpoint
 from file_relay.settings import RelaySettings, SettingsError, webhook_from
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devstack.processes import free_port, wait_until
+from devstack.supervision.processes import free_port, wait_until
 
 _FIELDS = ("name", "description", "template", "enabled", "service_account_id")
 

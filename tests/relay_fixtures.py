@@ -22,7 +22,7 @@ import pytest
 from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient
 
-from devstack.function_host import FunctionHost
+from devstack.functions_host.invoker import FunctionHost
 from devstack.services import Azurite
 from file_relay.settings import SETTINGS
 from tests.webhook_receiver import WebhookReceiver

@@ -14,9 +14,9 @@ import uuid
 
 import pytest
 
-from devstack.prefect_api import wait_for_events
-from devstack.processes import wait_until
-from devstack.services import REPO_ROOT
+from configuration import REPO_ROOT
+from devstack.prefect_queries.events import wait_for_events
+from devstack.supervision.processes import wait_until
 from file_relay.delivery import WebhookEndpoint
 from simulators.config import read_webhook
 from simulators.consumer import NO_FAULTS, Consumer, Faults, decode, records_queues

@@ -8,7 +8,7 @@ from email.utils import formatdate
 
 import pytest
 
-from devstack.processes import free_port
+from devstack.supervision.processes import free_port
 from file_relay.delivery import (
     DeliveryError,
     RetryPolicy,

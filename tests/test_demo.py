@@ -26,10 +26,10 @@ import httpx
 import pytest
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from demo.scenarios import SCENARIOS, Observation
 from demo.stack import DemoStack, Ports, StackOptions
-from devstack.processes import ServiceError, ensure_port_free, wait_until
-from devstack.services import REPO_ROOT
+from devstack.supervision.processes import ServiceError, ensure_port_free, wait_until
 
 MARKER = "DEMO_TEST_RUN"
 

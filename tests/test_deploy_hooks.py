@@ -19,7 +19,8 @@ import pathspec
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from configuration import REPO_ROOT as REPO
+
 SCRIPTS = REPO / "infra" / "scripts"
 AZURE_YAML = yaml.safe_load((REPO / "azure.yaml").read_text())
 

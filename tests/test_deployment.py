@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from devstack.processes import free_port
-from devstack.services import REPO_ROOT
+from configuration import REPO_ROOT
+from devstack.supervision.processes import free_port
 from prefect_flows.deployment import FlowSettings, SettingsError, kickoff_trigger
 
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from azure.storage.queue import QueueClient
 
-from devstack.processes import ManagedProcess, ServiceError, ensure_port_free, wait_until
+from devstack.supervision.processes import ManagedProcess, ServiceError, ensure_port_free, wait_until
 
 
 def test_a_port_in_use_is_reported_with_the_service_that_needs_it():

@@ -11,9 +11,9 @@ import pytest
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from devstack.pipeline_events import post_events
-from devstack.prefect_api import read_events
-from devstack.processes import free_port, wait_until
+from devstack.prefect_queries.events import read_events
+from devstack.prefect_queries.pipeline_events import post_events
+from devstack.supervision.processes import free_port, wait_until
 from prefect_flows.event_waiter import EventWaiter
 
 pytestmark = pytest.mark.anyio

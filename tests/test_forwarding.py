@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from devstack.prefect_api import wait_for_events
-from devstack.processes import ServiceError, free_port, wait_until
+from devstack.prefect_queries.events import wait_for_events
+from devstack.supervision.processes import ServiceError, free_port, wait_until
 
 
 def summaries(count: int) -> list[dict]:

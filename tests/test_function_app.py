@@ -7,12 +7,12 @@ import json
 import logging
 import re
 import uuid
-from pathlib import Path
 
 import jinja2
 import pytest
 
-from devstack.processes import free_port
+from configuration import REPO_ROOT as REPO
+from devstack.supervision.processes import free_port
 from file_relay.announcer import MissingTrackingId
 from file_relay.delivery import DeliveryError
 from file_relay.emitter import EmissionError
@@ -21,7 +21,6 @@ from file_relay.settings import SettingsError
 from file_relay.work_item import WorkItemError
 from tests.relay_fixtures import CONNECTION, decode_message
 
-REPO = Path(__file__).resolve().parent.parent
 BLOB_CREATED = "/hooks/azure-storage"
 SUMMARY = "/hooks/summary"
 

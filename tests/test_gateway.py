@@ -14,9 +14,10 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from devstack.prefect_api import read_events, wait_for_events
-from devstack.processes import ManagedProcess, ServiceError, free_port, wait_until
-from devstack.services import REPO_ROOT, Gateway, http_ok
+from configuration import REPO_ROOT
+from devstack.prefect_queries.events import read_events, wait_for_events
+from devstack.services import Gateway, http_ok
+from devstack.supervision.processes import ManagedProcess, ServiceError, free_port, wait_until
 from tests.webhook_examples import EXAMPLES, blob_created
 from webhooks.catalog import load_catalog
 from webhooks.limits import MAX_BODY_DEPTH, MAX_EVENT_BYTES

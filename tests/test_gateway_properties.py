@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devstack.prefect_api import read_events, wait_for_events
+from devstack.prefect_queries.events import read_events, wait_for_events
 
 ANSWERS = {204, 400, 401, 408, 413, 422}
 CONFIG = """

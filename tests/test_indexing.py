@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from configuration import REPO_ROOT as REPO
 from file_relay.settings import SETTINGS
 
-REPO = Path(__file__).resolve().parent.parent
 INDEXER = REPO / ".venv-py313" / "bin" / "python"
 needs_indexer = pytest.mark.skipif(
     not INDEXER.exists(),

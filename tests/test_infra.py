@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
-REPO = Path(__file__).resolve().parents[1]
+from configuration import REPO_ROOT as REPO
+
 INFRA = REPO / "infra"
 STATIC_TOOLS = REPO / ".venv-iac" / "bin"
 

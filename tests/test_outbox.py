@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devstack.prefect_api import wait_for_events
+from devstack.prefect_queries.events import wait_for_events
 from webhooks.forwarder import Forwarder
 from webhooks.outbox import KeyReused, Outbox, OutboxFull, QueueBoundElsewhere, bind_queue
 

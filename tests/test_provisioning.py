@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from devstack.services import REPO_ROOT
+from configuration import REPO_ROOT
 from tests.prefect_cloud_double import PrefectCloudDouble
 from webhooks.catalog import load_catalog
 

@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from devstack.prefect_api import read_events, wait_for_events
+from devstack.prefect_queries.events import read_events, wait_for_events
 from webhooks.catalog import DEFAULT_CONFIG
 
 SIGNING_SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()

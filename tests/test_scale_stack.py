@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions
-from devstack.datastores import Postgres
-from devstack.proc import alive, descendants
-from devstack.processes import ServiceError, free_port, wait_until
 from devstack.scale_stack import ScaleStack
-from devstack.services import REPO_ROOT
+from devstack.services.datastores import Postgres
+from devstack.supervision.process_stats import alive, descendants
+from devstack.supervision.processes import ServiceError, free_port, wait_until
 from simulators.mainframe import Mainframe
 from tests.conftest import SCALE_DEADLINE_SECONDS
 from webhooks.provisioning import write_env_file

@@ -14,7 +14,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Generic, TypeVar
 
@@ -26,8 +25,10 @@ from azure.functions.queue import QueueMessageInConverter
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueMessage, TextBase64EncodePolicy
 from azurefunctions.extensions.base import Datum
 
+from configuration import REPO_ROOT
+
 T = TypeVar("T")
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+HOST_JSON = REPO_ROOT / "host.json"
 
 
 class Output(func.Out[T], Generic[T]):

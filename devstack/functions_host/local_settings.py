@@ -4,8 +4,8 @@ Values are the defaults from `file_relay.settings.SETTINGS`, Azurite as storage,
 gateway's webhook URLs, and whatever `webhooks.env` (written by `python -m webhooks provision`)
 sets for the Function App's webhook settings.
 
-    .venv/bin/python -m devstack.local_settings            # local.settings.json from webhooks.env
-    .venv/bin/python -m devstack.local_settings --sample   # local.settings.json.sample (committed)
+    .venv/bin/python -m devstack.functions_host.local_settings           # from webhooks.env
+    .venv/bin/python -m devstack.functions_host.local_settings --sample  # the committed sample
 """
 
 from __future__ import annotations
