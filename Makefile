@@ -1,9 +1,9 @@
 # One entry point for a new machine: every target installs what it needs first.
 #   make test   the checks (make lint), then the tests (they start their own Prefect server, Azurite, gateway)
 #   make lint   ruff (lint and format) and mypy; `make format` rewrites what ruff format would change
-#   make demo   run the whole pipeline locally, until Ctrl-C (see README); make demo-once: scenarios only
+#   make demo   run the whole pipeline locally, until Ctrl-C (see README.md); make demo-once: scenarios only
 #   make stack-scale   Prefect on PostgreSQL + Redis, flows on a work pool, the gateway, until Ctrl-C;
-#                      options: make stack-scale SCALE_ARGS="--workers 3" (see README)
+#                      options: make stack-scale SCALE_ARGS="--workers 3" (see docs/scaling.md)
 
 PYTHON ?= python3
 VENV   ?= .venv

@@ -48,8 +48,16 @@ class Flag(Setting):
     parse: Callable[[str], Any] | None = None
     action: str | None = None
     metavar: str | None = None
-    # The value argparse starts from; `default` is how the docs show it (None: applied later).
+    # The value argparse starts from; `default` is how the docs show it.
     value: Any = field(default=None, compare=False)
+
+    @property
+    def documented_default(self) -> str:
+        if self.action == "store_true":
+            return "off"
+        if self.action == "append":
+            return "none"
+        return super().documented_default
 
 
 def webhook_variable(webhook: str, part: str) -> str:
