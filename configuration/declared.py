@@ -1,9 +1,11 @@
 """Settings declared once (name, default, meaning), read with errors that say what to set, and documented.
 
 A package lists its settings as `Setting`s (environment variables) or `Flag`s (command-line
-options); `Environment` reads the former, `add_flags` turns the latter into argparse options, and
-`settings_table` writes either as the Markdown table its docs page holds between two markers
-(`<!-- settings:NAME -->` ... `<!-- /settings:NAME -->`). A test compares page and declaration.
+options). A setting's `read` says how to parse it (`text`, `choice(...)`, `boolean`, `number(...)`)
+and `Environment.values()` reads them all into `{attribute: value}`, the attribute being the name in
+lower case: a settings dataclass takes them as they are. `add_flags` turns flags into argparse
+options, and `settings_table` writes either kind as the Markdown table its docs page holds between
+two markers (`<!-- settings:NAME -->` ... `<!-- /settings:NAME -->`); a test compares the two.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 N = TypeVar("N", int, float)
+Reader = Callable[["Environment", str], Any]
 
 
 class SettingsError(ValueError):
@@ -32,6 +35,13 @@ class Setting:
     default: str | None
     description: str
     used_by: str = ""
+    # How Environment.values() parses it; None: read elsewhere (by the host, or together with others).
+    read: Reader | None = field(default=None, compare=False)
+
+    @property
+    def attribute(self) -> str:
+        """The setting's name in Python: `SEND_CONCURRENCY` -> `send_concurrency`."""
+        return self.name.lower()
 
     @property
     def documented_default(self) -> str:
@@ -48,8 +58,13 @@ class Flag(Setting):
     parse: Callable[[str], Any] | None = None
     action: str | None = None
     metavar: str | None = None
-    # The value argparse starts from; `default` is how the docs show it.
+    # The value argparse starts from; `default`, when given, is how the docs say it instead.
     value: Any = field(default=None, compare=False)
+
+    @property
+    def shown_default(self) -> str:
+        """The default as help and docs say it: the declared text, else the value."""
+        return self.default or ("" if self.value is None else str(self.value))
 
     @property
     def documented_default(self) -> str:
@@ -57,7 +72,32 @@ class Flag(Setting):
             return "off"
         if self.action == "append":
             return "none"
-        return super().documented_default
+        return f"`{self.shown_default}`" if self.shown_default else "(empty)"
+
+
+def text(environment: Environment, name: str) -> str:
+    """A Reader: the value as text, stripped; empty means the default."""
+    return environment.text(name)
+
+
+def boolean(environment: Environment, name: str) -> bool:
+    """A Reader: true or false (also 1/0, yes/no)."""
+    return environment.flag(name)
+
+
+def choice(*options: str) -> Reader:
+    """A Reader: one of `options`."""
+    return lambda environment, name: environment.choice(name, options)
+
+
+def number(minimum: float, whole: bool = False) -> Reader:
+    """A Reader: a number (an int when `whole`) of at least `minimum`."""
+
+    def read(environment: Environment, name: str) -> float:
+        value = environment.number(name, minimum, whole)
+        return int(value) if whole else value
+
+    return read
 
 
 def webhook_variable(webhook: str, part: str) -> str:
@@ -89,8 +129,8 @@ def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag]) -> None:
         else:
             options["type"] = flag.parse or str
             options["default"] = flag.value
-            if flag.default:
-                options["help"] += f" (default: {flag.default.replace('%', '%%')})"
+            if flag.shown_default:
+                options["help"] += f" (default: {flag.shown_default.replace('%', '%%')})"
         if flag.metavar:
             options["metavar"] = flag.metavar
         parser.add_argument(flag.name, **options)
@@ -102,6 +142,14 @@ class Environment:
     def __init__(self, settings: Iterable[Setting], environ: Mapping[str, str]) -> None:
         self.declared = {setting.name: setting for setting in settings}
         self.environ = environ
+
+    def values(self) -> dict[str, Any]:
+        """Every declared setting that has a `read`, parsed, by attribute; a SettingsError names a bad one."""
+        return {
+            setting.attribute: setting.read(self, setting.name)
+            for setting in self.declared.values()
+            if setting.read is not None
+        }
 
     def text(self, name: str) -> str:
         value = self.environ.get(name, "").strip()

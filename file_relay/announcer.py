@@ -76,12 +76,12 @@ def announce(blob: BlobClient, settings: RelaySettings, sender: WebhookSender | 
     then MissingTrackingId is raised and no work item is queued.
     """
     webhook = settings.webhook("azure-storage")
-    sender = sender or WebhookSender(settings.retry, settings.webhook_timeout)
+    sender = sender or WebhookSender(settings.retry, settings.webhook_timeout_seconds)
     properties = blob.get_blob_properties()
     path = f"{blob.container_name}/{blob.blob_name}"
     etag = unquoted(properties.etag)
     metadata = {key.lower(): value for key, value in (properties.metadata or {}).items()}
-    tracking_id = metadata.get(settings.tracking_id_key.lower(), "").strip()
+    tracking_id = metadata.get(settings.tracking_id_metadata_key.lower(), "").strip()
     # Names the file in the invocation's telemetry, so a failed announcement can be found by trackingId.
     logger.info(
         "%s: announcing eTag %s for trackingId %s",
@@ -94,10 +94,11 @@ def announce(blob: BlobClient, settings: RelaySettings, sender: WebhookSender | 
     sender.post(webhook, delivery, idempotency_key(etag, "blob-created", path))
 
     if not tracking_id:
+        key = settings.tracking_id_metadata_key
         raise MissingTrackingId(
-            f"blob {path} has no {settings.tracking_id_key!r} metadata, so its records cannot be correlated "
-            f"and are not emitted (its arrival was announced). Upload it again with that metadata, e.g. "
-            f"`az storage blob upload ... --metadata {settings.tracking_id_key}=<trackingId>`. After the "
-            f"host's retries the blob's receipt goes to the poison queue webjobs-blobtrigger-poison."
+            f"blob {path} has no {key!r} metadata, so its records cannot be correlated and are not "
+            f"emitted (its arrival was announced). Upload it again with that metadata, e.g. "
+            f"`az storage blob upload ... --metadata {key}=<trackingId>`. After the host's retries "
+            f"the blob's receipt goes to the poison queue webjobs-blobtrigger-poison."
         )
     return WorkItem(blob.container_name, blob.blob_name, etag, tracking_id, properties.size).to_json()

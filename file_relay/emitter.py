@@ -116,7 +116,7 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
         extra=item.log_fields,
     )
     webhook = settings.webhook("summary")
-    sender = sender or WebhookSender(settings.retry, settings.webhook_timeout)
+    sender = sender or WebhookSender(settings.retry, settings.webhook_timeout_seconds)
     account = StorageAccount(settings.storage_connection)
     queue = RecordsQueue(
         account.queue(settings.records_queue, settings.send_concurrency), settings.send_concurrency

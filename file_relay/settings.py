@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from configuration.declared import Environment, Setting, webhook_variable
+from configuration.declared import Environment, Setting, boolean, choice, number, text, webhook_variable
 from file_relay.delivery import RetryPolicy, WebhookEndpoint
 from file_relay.errors import SettingsError
 
@@ -53,6 +53,28 @@ def _webhook_settings(name: str, sender: str) -> tuple[AppSetting, ...]:
     )
 
 
+def _storage_connection(environment: Environment, setting: str) -> str:
+    """STORAGE_CONNECTION, refused when its identity settings are a form the bindings cannot read."""
+    name = environment.text(setting)
+    identity = sorted(key for key in environment.environ if key.startswith(f"{name}__"))
+    if name == HOST_STORAGE or environment.environ.get(name, "").strip() or not identity:
+        return name
+    # The blob binding reads __serviceUri before __blobServiceUri, the queue bindings read it as
+    # the queue endpoint, and __accountName is the host storage's alone: only the two URIs work.
+    wrong = [key for key in identity if key.split("__", 1)[1] in ("accountName", "serviceUri")]
+    missing = [key for key in (f"{name}__blobServiceUri", f"{name}__queueServiceUri") if key not in identity]
+    if wrong or missing:
+        raise SettingsError(
+            f"STORAGE_CONNECTION is {name!r}, with identity settings {', '.join(identity)}: only "
+            f"{HOST_STORAGE} may name its account with __accountName, and __serviceUri is ambiguous "
+            f"for a connection that serves blobs and queues. Set {name}__blobServiceUri="
+            f"https://<account>.blob.core.windows.net and {name}__queueServiceUri="
+            f"https://<account>.queue.core.windows.net instead (optionally __credential and __clientId), "
+            f"or set STORAGE_CONNECTION={HOST_STORAGE}."
+        )
+    return name
+
+
 # The webhooks the Function App posts to, and the settings each has.
 WEBHOOKS = ("azure-storage", "summary")
 PARTS = ("URL", "TOKEN", "SECRET")
@@ -77,6 +99,7 @@ SETTINGS: tuple[AppSetting, ...] = (
         "`AzureWebJobsStorage` may name its account with `__accountName`; another name needs "
         "`<name>__blobServiceUri` and `<name>__queueServiceUri`.",
         "bindings",
+        read=_storage_connection,
     ),
     AppSetting(
         "BLOB_TRIGGER_SOURCE",
@@ -85,55 +108,79 @@ SETTINGS: tuple[AppSetting, ...] = (
         "Azurite) or `EventGrid` (Flex Consumption; needs an Event Grid subscription to the blobs "
         "extension).",
         "bindings",
+        read=choice(*TRIGGER_SOURCES),
     ),
     AppSetting(
         "INCOMING_CONTAINER",
         "incoming",
         "The container files arrive in; the blob trigger watches it.",
         "bindings",
+        read=text,
     ),
     AppSetting(
         "EMIT_QUEUE",
         "emit-work",
         "Queue of work items from the blob trigger to the emitter; failing items end in `<name>-poison`.",
         "bindings",
+        read=text,
     ),
     AppSetting(
-        "RECORDS_QUEUE", "records", "The queue the emitter sends record envelopes to (docs/records-queue.md)."
+        "RECORDS_QUEUE",
+        "records",
+        "The queue the emitter sends record envelopes to (docs/records-queue.md).",
+        read=text,
     ),
     AppSetting(
         "RECORDS_COMPRESSION",
         "zlib",
         "`zlib`: each records-queue message is base64 of the zlib-compressed envelope JSON, so one message "
         "carries several times more records; `none`: base64 of the JSON, for consumers that cannot inflate.",
+        read=choice(*COMPRESSIONS),
     ),
     AppSetting(
         "TRACKING_ID_METADATA_KEY",
         "trackingId",
         "Blob metadata key holding the file's trackingId (any case).",
+        read=text,
     ),
     AppSetting(
-        "FIRST_LINE_IS_HEADER", "false", "`true` when each file's first line is a header, not a record."
+        "FIRST_LINE_IS_HEADER",
+        "false",
+        "`true` when each file's first line is a header, not a record.",
+        read=boolean,
     ),
     *_webhook_settings("azure-storage", "the blob trigger"),
     *_webhook_settings("summary", "the emitter"),
-    AppSetting("WEBHOOK_TIMEOUT_SECONDS", "10", "Timeout of one webhook request (connect, write, read)."),
+    AppSetting(
+        "WEBHOOK_TIMEOUT_SECONDS",
+        "10",
+        "Timeout of one webhook request (connect, write, read).",
+        read=number(0.1),
+    ),
     AppSetting(
         "WEBHOOK_ATTEMPTS",
         "5",
         "Attempts per webhook call before the function fails and the host retries it.",
+        read=number(1, whole=True),
     ),
     AppSetting(
         "WEBHOOK_BACKOFF_SECONDS",
         "1",
         "Wait after the first failed attempt; doubles per attempt up to 30 s. A `Retry-After` up to 30 s is "
         "honoured; a longer one fails the call at once so the host retries it later.",
+        read=number(0),
     ),
-    AppSetting("SEND_CONCURRENCY", "16", "Envelopes in flight to the records queue at once."),
+    AppSetting(
+        "SEND_CONCURRENCY",
+        "16",
+        "Envelopes in flight to the records queue at once.",
+        read=number(1, whole=True),
+    ),
     AppSetting(
         "STORAGE_ACCOUNT_RESOURCE_ID",
         "",
         "The storage account's ARM id, sent as the Event Grid `topic`; empty: built from the account name.",
+        read=text,
     ),
 )
 
@@ -148,14 +195,19 @@ class RelaySettings:
     emit_queue: str
     records_queue: str
     records_compression: str
-    tracking_id_key: str
+    tracking_id_metadata_key: str
     first_line_is_header: bool
+    webhook_timeout_seconds: float
+    webhook_attempts: int
+    webhook_backoff_seconds: float
     send_concurrency: int
-    webhook_timeout: float
-    retry: RetryPolicy
     storage_account_resource_id: str
     # The <PREFIX>_WEBHOOK_* values as given: a bad one fails only the function that posts to it.
     webhook_values: Mapping[str, str]
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.webhook_attempts, backoff=self.webhook_backoff_seconds)
 
     def webhook(self, name: str) -> WebhookEndpoint:
         """The webhook `name`, or a SettingsError naming the setting that is missing or malformed."""
@@ -167,39 +219,6 @@ class RelaySettings:
                 f"{GATEWAY_URL}/{name})."
             )
         return webhook
-
-
-class _Environment(Environment):
-    """The app settings above, read from the environment: empty means the default."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        super().__init__(SETTINGS, environ)
-
-    def webhook_values(self) -> dict[str, str]:
-        return {name: self.text(name) for name in self.declared if "_WEBHOOK_" in name}
-
-    def storage_connection(self) -> str:
-        """STORAGE_CONNECTION, refused when its identity settings are a form the bindings cannot read."""
-        name = self.text("STORAGE_CONNECTION")
-        identity = sorted(key for key in self.environ if key.startswith(f"{name}__"))
-        if name == HOST_STORAGE or self.environ.get(name, "").strip() or not identity:
-            return name
-        # The blob binding reads __serviceUri before __blobServiceUri, the queue bindings read it as
-        # the queue endpoint, and __accountName is the host storage's alone: only the two URIs work.
-        wrong = [key for key in identity if key.split("__", 1)[1] in ("accountName", "serviceUri")]
-        missing = [
-            key for key in (f"{name}__blobServiceUri", f"{name}__queueServiceUri") if key not in identity
-        ]
-        if wrong or missing:
-            raise SettingsError(
-                f"STORAGE_CONNECTION is {name!r}, with identity settings {', '.join(identity)}: only "
-                f"{HOST_STORAGE} may name its account with __accountName, and __serviceUri is ambiguous "
-                f"for a connection that serves blobs and queues. Set {name}__blobServiceUri="
-                f"https://<account>.blob.core.windows.net and {name}__queueServiceUri="
-                f"https://<account>.queue.core.windows.net instead (optionally __credential and __clientId), "
-                f"or set STORAGE_CONNECTION={HOST_STORAGE}."
-            )
-        return name
 
 
 def webhook_from(values: Mapping[str, str], name: str) -> WebhookEndpoint | None:
@@ -240,22 +259,6 @@ def _secret(name: str, values: Mapping[str, str]) -> bytes:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> RelaySettings:
     """Parse the settings from `environ` (default: the process environment, where app settings live)."""
-    env = _Environment(os.environ if environ is None else environ)
-    return RelaySettings(
-        storage_connection=env.storage_connection(),
-        blob_trigger_source=env.choice("BLOB_TRIGGER_SOURCE", TRIGGER_SOURCES),
-        incoming_container=env.text("INCOMING_CONTAINER"),
-        emit_queue=env.text("EMIT_QUEUE"),
-        records_queue=env.text("RECORDS_QUEUE"),
-        records_compression=env.choice("RECORDS_COMPRESSION", COMPRESSIONS),
-        tracking_id_key=env.text("TRACKING_ID_METADATA_KEY"),
-        first_line_is_header=env.flag("FIRST_LINE_IS_HEADER"),
-        send_concurrency=int(env.number("SEND_CONCURRENCY", 1, whole=True)),
-        webhook_timeout=env.number("WEBHOOK_TIMEOUT_SECONDS", 0.1),
-        retry=RetryPolicy(
-            attempts=int(env.number("WEBHOOK_ATTEMPTS", 1, whole=True)),
-            backoff=env.number("WEBHOOK_BACKOFF_SECONDS", 0),
-        ),
-        storage_account_resource_id=env.text("STORAGE_ACCOUNT_RESOURCE_ID"),
-        webhook_values=env.webhook_values(),
-    )
+    environment = Environment(SETTINGS, os.environ if environ is None else environ)
+    webhook_values = {name: environment.text(name) for name in environment.declared if "_WEBHOOK_" in name}
+    return RelaySettings(**environment.values(), webhook_values=webhook_values)

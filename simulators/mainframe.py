@@ -74,7 +74,7 @@ class Mainframe:
         container = ContainerClient.from_connection_string(
             storage_connection_string(connection_string, settings, environ), settings.incoming_container
         )
-        return cls(read_webhook(env_file, "mainframe"), container, settings.tracking_id_key)
+        return cls(read_webhook(env_file, "mainframe"), container, settings.tracking_id_metadata_key)
 
     def kickoff(self, file_name: str, tracking_id: str) -> None:
         """The job started the file: Prefect starts a flow run that follows it."""

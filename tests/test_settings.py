@@ -7,8 +7,9 @@ import json
 import pytest
 
 from configuration import REPO_ROOT as REPO
+from configuration.declared import Environment
 from devstack.functions_host import local_settings
-from file_relay.settings import SETTINGS, SettingsError, _Environment, load_settings
+from file_relay.settings import SETTINGS, SettingsError, load_settings
 
 NAMES = [setting.name for setting in SETTINGS]
 BOTH_WEBHOOKS = {
@@ -47,8 +48,8 @@ def test_local_settings_take_the_function_apps_webhooks_from_webhooks_env(tmp_pa
 
 def test_every_setting_the_code_reads_is_in_the_list(monkeypatch):
     read: list[str] = []
-    original = _Environment.text
-    monkeypatch.setattr(_Environment, "text", lambda self, name: read.append(name) or original(self, name))
+    original = Environment.text
+    monkeypatch.setattr(Environment, "text", lambda self, name: read.append(name) or original(self, name))
 
     load_settings(
         {"AZURE_STORAGE_WEBHOOK_URL": "http://127.0.0.1:1/a", "SUMMARY_WEBHOOK_URL": "http://127.0.0.1:1/s"}

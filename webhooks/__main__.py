@@ -35,8 +35,8 @@ DEFAULT_BATCH_SIZE = 50
 
 # The flags, declared once: argparse and docs/gateway.md's table (python -m devstack.settings_docs) read them.
 ADDRESS_FLAGS = (
-    Flag("--host", DEFAULT_HOST, "the gateway's address", value=DEFAULT_HOST),
-    Flag("--port", str(DEFAULT_PORT), "the gateway's port", parse=int, value=DEFAULT_PORT),
+    Flag("--host", "", "the gateway's address", value=DEFAULT_HOST),
+    Flag("--port", "", "the gateway's port", parse=int, value=DEFAULT_PORT),
     Flag("--config", "webhooks/webhooks.toml", "webhooks config file", parse=Path, value=DEFAULT_CONFIG),
 )
 SERVE_FLAGS = (
@@ -59,21 +59,21 @@ SERVE_FLAGS = (
     ),
     Flag(
         "--max-events-per-second",
-        str(DEFAULT_MAX_EVENTS_PER_SECOND),
+        "",
         "ceiling on events sent to Prefect per second",
         parse=positive(float),
         value=DEFAULT_MAX_EVENTS_PER_SECOND,
     ),
     Flag(
         "--batch-size",
-        str(DEFAULT_BATCH_SIZE),
+        "",
         "events per POST to Prefect",
         parse=positive(int),
         value=DEFAULT_BATCH_SIZE,
     ),
     Flag(
         "--max-in-flight",
-        "1",
+        "",
         "batches on their way to Prefect at once, still within the ceiling",
         parse=positive(int),
         value=1,
@@ -87,7 +87,7 @@ SERVE_FLAGS = (
     ),
     Flag(
         "--max-connections",
-        str(DEFAULT_MAX_CONNECTIONS),
+        "",
         "open connections at most; beyond, 503",
         parse=positive(int),
         value=DEFAULT_MAX_CONNECTIONS,
