@@ -11,9 +11,9 @@ import pytest
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from devstack.pipeline_events import post_events
-from devstack.prefect_api import read_events
-from devstack.processes import free_port, wait_until
+from devstack.prefect_queries.events import read_events
+from devstack.prefect_queries.pipeline_events import post_events
+from devstack.supervision.processes import free_port, wait_until
 from prefect_flows.event_waiter import EventWaiter
 
 pytestmark = pytest.mark.anyio
@@ -94,7 +94,7 @@ class TcpRelay:
         await asyncio.gather(*self._relays, return_exceptions=True)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._relays.add(asyncio.current_task())
+        self._relays.add(asyncio.current_task())  # type: ignore[arg-type]  # called in a task
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             self._writers |= {writer, upstream_writer}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,17 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SCALE_DEADLINE_SECONDS
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions
-from devstack.datastores import Postgres
-from devstack.proc import alive, descendants
-from devstack.processes import ServiceError, free_port, wait_until
 from devstack.scale_stack import ScaleStack
-from devstack.services import REPO_ROOT
+from devstack.services.datastores import Postgres
+from devstack.supervision.process_stats import alive, descendants
+from devstack.supervision.processes import ServiceError, free_port, wait_until
 from simulators.mainframe import Mainframe
+from tests.conftest import SCALE_DEADLINE_SECONDS
 from webhooks.provisioning import write_env_file
 
 
@@ -58,7 +58,9 @@ def senders(scale_stack: ScaleStack, tmp_path_factory: pytest.TempPathFactory) -
 def play(stack: ScaleStack, senders: DemoStack, copies: int) -> list[Observation]:
     """Play the demo's scenarios `copies` times over, all at once; what the Prefect API shows of each."""
     mainframe = Mainframe.configured(senders.options.env_file, environ=senders.app_settings())
-    player = ScenarioPlayer(stack.prefect.api_url, stack.pool.deployment()["id"], mainframe, Console())
+    deployment = stack.pool.deployment()
+    assert deployment is not None, "the scale stack deployed the flow"
+    player = ScenarioPlayer(stack.prefect.api_url, deployment["id"], mainframe, Console())
     return player.play(SCENARIOS * copies, timeout=SCALE_DEADLINE_SECONDS + 60 + 4 * copies)
 
 
@@ -131,6 +133,7 @@ def test_a_burst_of_files_ends_with_every_outcome_right_on_both_workers(scale_st
     assert per_worker.keys() == workers.keys(), f"runs per worker: {per_worker}"
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
     postgres_dir = Path(tempfile.mkdtemp(prefix="scale-postgres-"))
     command = subprocess.Popen(
