@@ -1,8 +1,9 @@
 # One entry point for a new machine: every target installs what it needs first.
-#   make test   run the tests (starts its own Prefect server, Azurite and gateway)
-#   make demo   run the whole pipeline locally, until Ctrl-C (see README); make demo-once: scenarios only
+#   make test   the checks (make lint), then the tests (they start their own Prefect server, Azurite, gateway)
+#   make lint   ruff (lint and format) and mypy; `make format` rewrites what ruff format would change
+#   make demo   run the whole pipeline locally, until Ctrl-C (see README.md); make demo-once: scenarios only
 #   make stack-scale   Prefect on PostgreSQL + Redis, flows on a work pool, the gateway, until Ctrl-C;
-#                      options: make stack-scale SCALE_ARGS="--workers 3" (see README)
+#                      options: make stack-scale SCALE_ARGS="--workers 3" (see docs/scaling.md)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,7 +17,7 @@ PYTHON313 ?= $(shell for p in python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13
 	$$p -c '' >/dev/null 2>&1 && { echo $$p; break; }; done)
 INDEXER_VENV := .venv-py313
 
-.PHONY: install indexer scale-services stack-scale test demo demo-once clean
+.PHONY: install indexer scale-services stack-scale lint format test demo demo-once clean
 
 install: $(VENV)/.installed node_modules/.installed $(IAC_VENV)/.installed indexer
 
@@ -30,11 +31,13 @@ $(INDEXER_VENV)/.installed: requirements.txt
 	$(INDEXER_VENV)/bin/python -m pip install --quiet -r requirements.txt azure-functions-runtime==1.3.0
 	@touch $@
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed; set PYTHON=python3.11")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# The project itself, so scripts and tests import its packages without touching sys.path.
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 $(IAC_VENV)/.installed: requirements-iac.txt
@@ -60,7 +63,16 @@ scale-services:
 stack-scale: install scale-services
 	$(PY) -m devstack.scale_stack $(SCALE_ARGS)
 
-test: install scale-services
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install scale-services lint
 	$(PY) -m pytest
 
 # The demo needs only the Python requirements and Azurite. Options: make demo DEMO_ARGS="--prefect-port 4201"

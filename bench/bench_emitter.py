@@ -40,21 +40,20 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import azure.functions as func
+from azure.storage.blob import BlobBlock, BlobClient, BlobServiceClient
+from azure.storage.queue import QueueServiceClient
 
-import azure.functions as func  # noqa: E402
-from azure.storage.blob import BlobClient, BlobServiceClient  # noqa: E402
-from azure.storage.queue import QueueServiceClient  # noqa: E402
-
-from devstack.proc import cpu_seconds  # noqa: E402
-from devstack.services import Azurite  # noqa: E402
-from file_relay.emitter import READ_AHEAD, blob_chunks, emit, keep_freed_buffers, read_ahead  # noqa: E402
-from file_relay.envelopes import MAX_ENVELOPE_BYTES, EnvelopePacker  # noqa: E402
-from file_relay.records import RecordSplitter  # noqa: E402
-from file_relay.settings import load_settings  # noqa: E402
-from file_relay.storage import StorageAccount  # noqa: E402
-from file_relay.work_item import WorkItem  # noqa: E402
+from devstack.services import Azurite
+from devstack.supervision.process_stats import cpu_seconds
+from file_relay.emitter import READ_AHEAD, blob_chunks, emit, keep_freed_buffers, read_ahead
+from file_relay.envelopes import MAX_ENVELOPE_BYTES, EnvelopePacker
+from file_relay.records import RecordSplitter
+from file_relay.settings import load_settings
+from file_relay.storage import StorageAccount
+from file_relay.work_item import WorkItem
 
 CONTAINER = "bench"
 BLOCK_BYTES = 8 * 1024 * 1024
@@ -72,7 +71,8 @@ def parse_size(text: str) -> int:
 
 def record_block(first: int, size: int) -> tuple[bytes, int]:
     """CSV lines numbered from `first`, at most `size` bytes in all; and how many lines."""
-    lines, total, n = [], 0, first
+    lines: list[str] = []
+    total, n = 0, first
     while True:
         amount = f"{n % 99991:08d}.{n % 100:02d}"
         line = f'{n:010d},ACME CORPORATION,2024-01-31,{amount},EUR,"memo, {n % 7}",{"x" * (n % 30)}\n'
@@ -85,13 +85,14 @@ def record_block(first: int, size: int) -> tuple[bytes, int]:
 
 def write_blob(blob: BlobClient, size: int) -> None:
     """Upload `size` bytes of records in 8 MiB blocks, with progress on stderr."""
-    blocks, written, records, started = [], 0, 0, time.monotonic()
+    blocks: list[BlobBlock] = []
+    written, records, started = 0, 0, time.monotonic()
     while written < size:
         data, count = record_block(records, min(BLOCK_BYTES, size - written))
         if not data:
             break
-        blocks.append(f"{len(blocks):08d}")
-        blob.stage_block(blocks[-1], data)
+        blocks.append(BlobBlock(f"{len(blocks):08d}"))
+        blob.stage_block(blocks[-1].id, data)
         written, records = written + len(data), records + count
         if len(blocks) % 16 == 0 or written >= size:
             print(
@@ -137,7 +138,7 @@ def measure(approach: str, connection: str, blob_name: str) -> dict:
         SUMMARY_WEBHOOK_URL=f"http://127.0.0.1:{summary_receiver().server_port}/summary",
     )
     settings = load_settings()
-    result = {"bytes": item.content_length, "records": None}
+    result: dict[str, Any] = {"bytes": item.content_length, "records": None}
     started, cpu_started = time.perf_counter(), time.process_time()
     if approach == "download":
         for _ in blob.download_blob().chunks():
@@ -150,6 +151,7 @@ def measure(approach: str, connection: str, blob_name: str) -> dict:
         del text
     elif approach.startswith("emitter"):
         emission = emit(item.to_json(), settings)
+        assert emission is not None, "the benchmark's blob was superseded while it was emitted"
         result.update(records=emission.records, messages=emission.envelopes + 1)
     elif approach == "pipeline":
         keep_freed_buffers()
@@ -206,6 +208,8 @@ def main() -> int:
             service = BlobServiceClient.from_connection_string(azurite.connection_string)
             queues = QueueServiceClient.from_connection_string(azurite.connection_string)
             service.create_container(CONTAINER)
+            assert azurite.process is not None  # started above
+            azurite_pid = azurite.process.pid
             for text in args.sizes.split(","):
                 name = f"records-{text.strip()}.csv"
                 write_blob(service.get_blob_client(CONTAINER, name), parse_size(text.strip()))
@@ -214,12 +218,10 @@ def main() -> int:
                     print(f"  measuring {approach} on {name}", file=sys.stderr, flush=True)
                     argv = [sys.executable, __file__, "--child", approach]
                     argv += ["--connection", azurite.connection_string, "--blob", name]
-                    azurite_cpu = cpu_seconds(azurite.process.pid)
+                    azurite_cpu = cpu_seconds(azurite_pid)
                     output = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
                     results[approach] = json.loads(output)
-                    results[approach]["azurite_cpu_s"] = round(
-                        cpu_seconds(azurite.process.pid) - azurite_cpu, 1
-                    )
+                    results[approach]["azurite_cpu_s"] = round(cpu_seconds(azurite_pid) - azurite_cpu, 1)
                     print(json.dumps(results[approach]), flush=True)
                     for queue in queues.list_queues(name_starts_with="bench-"):
                         queues.delete_queue(queue.name)

@@ -34,17 +34,16 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from devstack.prefect_api import count_events  # noqa: E402
-from devstack.processes import ManagedProcess, free_port  # noqa: E402
-from devstack.services import REPO_ROOT, Gateway, PrefectServer, http_ok  # noqa: E402
-from webhooks.__main__ import DEFAULT_MAX_EVENTS_PER_SECOND  # noqa: E402
-from webhooks.catalog import load_catalog  # noqa: E402
-from webhooks.rendering import EventRenderer  # noqa: E402
+from configuration import REPO_ROOT
+from devstack.prefect_queries.events import count_events
+from devstack.services import Gateway, PrefectServer, http_ok
+from devstack.supervision.processes import ManagedProcess, free_port
+from webhooks.__main__ import DEFAULT_MAX_EVENTS_PER_SECOND
+from webhooks.catalog import load_catalog
+from webhooks.rendering import EventRenderer
 
 HOST = "127.0.0.1"
 
@@ -85,7 +84,14 @@ async def _load(port: int, requests: list[bytes], concurrency: int) -> Load:
             started = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next((int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line[15:])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                ),
+                0,
+            )
             if length:
                 await reader.readexactly(length)
             latencies.append(time.perf_counter() - started)
@@ -160,69 +166,108 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--max-events-per-second", type=float, default=DEFAULT_MAX_EVENTS_PER_SECOND,
-                        help="the gateway's forwarding ceiling; Prefect ingesting on the same cores slows acceptance")
+    parser.add_argument(
+        "--max-events-per-second",
+        type=float,
+        default=DEFAULT_MAX_EVENTS_PER_SECOND,
+        help="the gateway's forwarding ceiling; Prefect ingesting on the same cores slows acceptance",
+    )
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
-        return serve_bare(args.serve_bare)
+        serve_bare(args.serve_bare)
+        return
 
     emit = lambda record: print(json.dumps(record), flush=True)  # noqa: E731
     work = REPO_ROOT / ".local" / "bench-gateway" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    print(f"# services, logs and queues under {work} (removed after a run that loses nothing)", file=sys.stderr)
+    print(
+        f"# services, logs and queues under {work} (removed after a run that loses nothing)", file=sys.stderr
+    )
     server = PrefectServer(work / "prefect", work / "logs").start()
     bare_port = free_port()
-    bare = ManagedProcess("bare", [sys.executable, __file__, "--serve-bare", str(bare_port)], work / "logs" / "bare.log")
-    gateway = Gateway(work / "gateway", work / "logs", server.api_url,
-                      options=["--max-events-per-second", str(args.max_events_per_second)])
+    bare = ManagedProcess(
+        "bare", [sys.executable, __file__, "--serve-bare", str(bare_port)], work / "logs" / "bare.log"
+    )
+    gateway = Gateway(
+        work / "gateway",
+        work / "logs",
+        server.api_url,
+        options=["--max-events-per-second", str(args.max_events_per_second)],
+    )
     results: dict[str, dict] = {}
     try:
         bare.start().wait_healthy(lambda: http_ok(f"http://{HOST}:{bare_port}/health"), 30)
         gateway.start()
+        assert gateway.process is not None  # started just now
+        gateway_pid = gateway.process.pid
         summary = EventRenderer(next(w for w in load_catalog() if w.name == "summary"))
 
         print("# bare endpoint", file=sys.stderr)
-        load = run_load(bare_port, [http_post(bare_port, "/hooks/summary", body, key) for key, body in bodies(args.requests)], args.concurrency)
+        load = run_load(
+            bare_port,
+            [http_post(bare_port, "/hooks/summary", body, key) for key, body in bodies(args.requests)],
+            args.concurrency,
+        )
         results["bare"] = load.report("bare-endpoint", args.concurrency)
         emit(results["bare"])
 
         print("# the same events straight to Prefect's POST /api/events", file=sys.stderr)
-        since = datetime.now(timezone.utc)
+        since = datetime.now(UTC)
         api_port, api_path = server.port, "/api/events"
         requests = []
         for key, body in bodies(args.requests):
-            (event,) = summary.interpret("POST", [("content-type", "application/json"), ("idempotency-key", key)], body).events
+            (event,) = summary.interpret(
+                "POST", [("content-type", "application/json"), ("idempotency-key", key)], body
+            ).events
             requests.append(http_post(api_port, api_path, json.dumps([event]).encode(), key))
         load = run_load(api_port, requests, args.concurrency)
         stored, waited = wait_for_stored(server.api_url, args.requests, since)
-        results["direct"] = load.report("prefect-direct", args.concurrency, events_stored=stored,
-                                        events_lost=args.requests - stored, seconds_until_stored=round(waited, 1))
+        results["direct"] = load.report(
+            "prefect-direct",
+            args.concurrency,
+            events_stored=stored,
+            events_lost=args.requests - stored,
+            seconds_until_stored=round(waited, 1),
+        )
         emit(results["direct"])
 
         print("# through the gateway", file=sys.stderr)
-        since = datetime.now(timezone.utc)
-        requests = [http_post(gateway.port, "/hooks/summary", body, key) for key, body in bodies(args.requests)]
+        since = datetime.now(UTC)
+        requests = [
+            http_post(gateway.port, "/hooks/summary", body, key) for key, body in bodies(args.requests)
+        ]
         load = run_load(gateway.port, requests, args.concurrency)
-        print(f"# waiting for the gateway to drain {gateway.health()['queued']} queued events", file=sys.stderr)
+        print(
+            f"# waiting for the gateway to drain {gateway.health()['queued']} queued events", file=sys.stderr
+        )
         stored, waited = wait_for_stored(server.api_url, args.requests, since)
         results["gateway"] = load.report(
-            "gateway", args.concurrency, events_stored=stored, events_lost=args.requests - stored,
-            seconds_until_stored=round(waited, 1), gateway_peak_rss_mib=peak_rss_mib(gateway.process.pid),
+            "gateway",
+            args.concurrency,
+            events_stored=stored,
+            events_lost=args.requests - stored,
+            seconds_until_stored=round(waited, 1),
+            gateway_peak_rss_mib=peak_rss_mib(gateway_pid),
         )
         emit(results["gateway"])
 
         through, reference = results["gateway"], results["bare"]
-        emit({
-            "measurement": "verdict",
-            "gateway_vs_bare": round(through["requests_per_second"] / reference["requests_per_second"], 3),
-            "at_least_1000_rps": through["requests_per_second"] >= 1000,
-            "at_least_half_of_bare": through["requests_per_second"] >= reference["requests_per_second"] / 2,
-            "p99_under_50_ms": through["p99_ms"] < 50,
-            "zero_lost": through["events_lost"] == 0 and through["statuses"] == {"204": args.requests},
-            # Other work on the machine skews every number above: say how busy it was.
-            "cpus": os.cpu_count(),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-        })
+        emit(
+            {
+                "measurement": "verdict",
+                "gateway_vs_bare": round(
+                    through["requests_per_second"] / reference["requests_per_second"], 3
+                ),
+                "at_least_1000_rps": through["requests_per_second"] >= 1000,
+                "at_least_half_of_bare": through["requests_per_second"]
+                >= reference["requests_per_second"] / 2,
+                "p99_under_50_ms": through["p99_ms"] < 50,
+                "zero_lost": through["events_lost"] == 0 and through["statuses"] == {"204": args.requests},
+                # Other work on the machine skews every number above: say how busy it was.
+                "cpus": os.cpu_count(),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+            }
+        )
     finally:
         gateway.stop()
         bare.stop()

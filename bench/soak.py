@@ -35,16 +35,14 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, Scenario, ScenarioPlayer  # noqa: E402
-from demo.stack import DemoStack, Ports, StackOptions  # noqa: E402
-from devstack.flow_runs import timestamp  # noqa: E402
-from devstack.prefect_api import read_events  # noqa: E402
-from devstack.proc import descendants  # noqa: E402
-from devstack.processes import ServiceError, free_port, wait_until  # noqa: E402
-from devstack.services import REPO_ROOT  # noqa: E402
-from simulators.mainframe import Mainframe  # noqa: E402
+from configuration import REPO_ROOT
+from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, Scenario, ScenarioPlayer
+from demo.stack import DemoStack, Ports, StackOptions
+from devstack.flow_runs import timestamp
+from devstack.prefect_queries.events import read_events
+from devstack.supervision.process_stats import descendants
+from devstack.supervision.processes import ServiceError, free_port, wait_until
+from simulators.mainframe import Mainframe
 
 FAULTS = ("gateway", "prefect", "azurite", "function-app", "flow-server")
 SUCCEED, MISMATCH, OVERDUE = SCENARIOS
@@ -52,16 +50,25 @@ SUCCEED, MISMATCH, OVERDUE = SCENARIOS
 ROTATION = (SUCCEED, SUCCEED, MISMATCH, SUCCEED, OVERDUE)
 LARGE_RECORDS = 300_000
 LARGE = Scenario(
-    "large", f"{LARGE_RECORDS} records, struck mid-emission", 0, "COMPLETED",
-    rf"^{LARGE_RECORDS} records sent, {LARGE_RECORDS} received$", "Completed",
+    "large",
+    f"{LARGE_RECORDS} records, struck mid-emission",
+    0,
+    "COMPLETED",
+    rf"^{LARGE_RECORDS} records sent, {LARGE_RECORDS} received$",
+    "Completed",
     records=LARGE_RECORDS,
 )
 STAGES = ("kickoff", "transfer", "Microsoft.Storage.BlobCreated", "Summary", "Reconciliation")
 # How long past its deadline a file's run may take to end.
 GRACE_SECONDS = 120
 # Which process each fault restarts.
-RESTARTS = {"gateway": "webhook gateway", "prefect": "Prefect server", "azurite": "Azurite",
-            "function-app": "Function App", "flow-server": "flow server"}
+RESTARTS = {
+    "gateway": "webhook gateway",
+    "prefect": "Prefect server",
+    "azurite": "Azurite",
+    "function-app": "Function App",
+    "flow-server": "flow server",
+}
 
 
 def emit(record: dict) -> None:
@@ -134,7 +141,9 @@ class Soak:
             "rss_mib_start": rss_start,
             "rss_mib_end": rss_end,
             "rss_flat_within_10_percent": {
-                name: abs(rss_end[name] - before) <= before / 10 for name, before in rss_start.items() if name in rss_end
+                name: abs(rss_end[name] - before) <= before / 10
+                for name, before in rss_start.items()
+                if name in rss_end
             },
             "restarted_after_warm_up": sorted(restarted),
             "wrong": [f"{o.scenario.name} {o.tracking_id}: {o.state} {o.message!r}" for o in wrong[:10]],
@@ -159,18 +168,27 @@ class Soak:
             stack.azurite.stop()
             stack.azurite.start()
         elif kind == "function-app":
+            assert stack.function_app is not None  # the soak started it
             stack.function_app.stop(sig=signal.SIGKILL)
             stack.start_function_app()
         else:
             runner = stack.flow_server.process
+            assert runner is not None and runner.popen is not None  # the soak started it
             os.kill(runner.pid, signal.SIGKILL)
             runner.popen.wait()
             self.orphan_groups.append(runner.pid)
             stack.flow_server.start(timeout=120)
         self.faults[kind] += 1
         self.struck.append((datetime.now(UTC), kind))
-        emit({"measurement": "fault", "fault": kind, "at_seconds": round(at, 1),
-              "back_after_seconds": round(time.monotonic() - struck, 1), "rss_mib": self.rss()})
+        emit(
+            {
+                "measurement": "fault",
+                "fault": kind,
+                "at_seconds": round(at, 1),
+                "back_after_seconds": round(time.monotonic() - struck, 1),
+                "rss_mib": self.rss(),
+            }
+        )
 
     def last_fault_before(self, observation: Observation) -> str:
         """The fault that struck last before the file's run ended (or before now, when it did not end)."""
@@ -182,7 +200,9 @@ class Soak:
         since = observation.kicked_off_at - timedelta(seconds=5)
         return any(
             event["resource"].get("url", "").endswith("/" + observation.file_name)
-            for event in read_events(self.stack.prefect.api_url, ["Microsoft.Storage.BlobCreated"], since=since)
+            for event in read_events(
+                self.stack.prefect.api_url, ["Microsoft.Storage.BlobCreated"], since=since
+            )
         )
 
     def wait_for_runs(self) -> None:
@@ -218,7 +238,7 @@ class Soak:
     def count_events(self) -> tuple[int, int]:
         """Stage events missing in Prefect, and stage events stored more than once."""
         since = min(o.kicked_off_at for o in self.observations) - timedelta(seconds=30)
-        stored = Counter()
+        stored: Counter[tuple[str, str]] = Counter()
         for event in read_events(self.stack.prefect.api_url, list(STAGES), since=since):
             resource = event["resource"]
             key = resource.get("trackingId") or resource.get("url", "").rsplit("/", 1)[-1]
@@ -228,7 +248,9 @@ class Soak:
             for stage in STAGES:
                 if stage == "Reconciliation" and o.scenario is OVERDUE:
                     continue
-                count = stored[stage, o.file_name if stage == "Microsoft.Storage.BlobCreated" else o.tracking_id]
+                count = stored[
+                    stage, o.file_name if stage == "Microsoft.Storage.BlobCreated" else o.tracking_id
+                ]
                 lost += count == 0
                 duplicated += max(0, count - 1)
         return lost, duplicated
@@ -242,15 +264,23 @@ class Soak:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30)
-    parser.add_argument("--fault-every", type=float, default=300, help="seconds between faults (default: %(default)g)")
-    parser.add_argument("--file-every", type=float, default=5, help="seconds between files (default: %(default)g)")
-    parser.add_argument("--deadline", type=float, default=120, help="each stage's deadline, seconds (default: %(default)g)")
+    parser.add_argument(
+        "--fault-every", type=float, default=300, help="seconds between faults (default: %(default)g)"
+    )
+    parser.add_argument(
+        "--file-every", type=float, default=5, help="seconds between files (default: %(default)g)"
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=120, help="each stage's deadline, seconds (default: %(default)g)"
+    )
     args = parser.parse_args()
 
     work = REPO_ROOT / ".local" / "soak" / datetime.now().strftime("%Y%m%d-%H%M%S")
     console = Console(stderr=True)
     console.print(f"# services, logs and data under {work}")
-    ports = Ports(prefect=free_port(), gateway=free_port(), blob=free_port(), queue=free_port(), functions=free_port())
+    ports = Ports(
+        prefect=free_port(), gateway=free_port(), blob=free_port(), queue=free_port(), functions=free_port()
+    )
     stack = DemoStack(StackOptions(work, work / "webhooks.env", ports, args.deadline, NEVER_ANSWER), console)
     soak = None
     try:
@@ -267,7 +297,9 @@ def main() -> int:
         if soak:
             soak.stop_orphans()
     emit(result)
-    return 0 if (result["wrong_outcomes"], result["events_lost"], result["duplicate_events"]) == (0, 0, 0) else 1
+    return (
+        0 if (result["wrong_outcomes"], result["events_lost"], result["duplicate_events"]) == (0, 0, 0) else 1
+    )
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ from types import FrameType
 
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from demo.report import RunFeed, print_next_steps, print_report
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions, shown
-from devstack.processes import ServiceError
-from devstack.services import REPO_ROOT
+from devstack.supervision.processes import ServiceError
 from file_relay.delivery import DeliveryError
 from simulators.config import DEFAULT_ENV_FILE, LOCAL_STORAGE
 from simulators.mainframe import Mainframe, MainframeError
@@ -130,7 +130,7 @@ def _stay_up(stack: DemoStack, console: Console, feed: RunFeed) -> None:
             for name, process in stack.processes.items():
                 if process and not process.running() and name not in reported:
                     reported.add(name)
-                    code, log = process.popen.returncode, shown(process.log_path)
+                    code, log = process.returncode, shown(process.log_path)
                     console.print(f"[red]The {name} stopped[/] (exit code {code}); see {log}")
             feed.poll()
             time.sleep(1)

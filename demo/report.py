@@ -71,7 +71,8 @@ def print_next_steps(
     mainframe = f".venv/bin/python -m simulators.mainframe{options}"
     console.print(
         f"\nThe pipeline keeps running. Prefect UI: {ui_url}   Logs: {log_dir}\n"
-        "Send a file of your own from another terminal, in this folder; its run shows here as it runs and ends:\n"
+        "Send a file of your own from another terminal, in this folder; "
+        "its run shows here as it runs and ends:\n"
         f"  {mainframe} run --records 100 --malformed 2\n"
         f"  {mainframe} run --file path/to/file.csv\n"
         f"The consumer stand-in accepts records that look like {RULE};\n"

@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from devstack.flow_runs import FINAL_STATES, runs_by_tracking_id, timestamp
-from devstack.prefect_api import read_events
+from devstack.prefect_queries.events import read_events
 from simulators.ledger import ledger
 from simulators.mainframe import Mainframe
 
@@ -103,7 +103,7 @@ class Observation:
     @property
     def seconds(self) -> float | None:
         """From the kickoff to the run's end, by the server's clock."""
-        if not (self.finished and self.run.get("end_time")):
+        if not (self.run and self.finished and self.run.get("end_time")):
             return None
         return (timestamp(self.run["end_time"]) - self.kicked_off_at).total_seconds()
 
@@ -152,7 +152,8 @@ class ScenarioPlayer:
         self.mainframe.transfer(file_name, tracking_id)
         self.mainframe.upload(file_name, ledger(scenario.records, scenario.malformed), tracking_id)
         self._say(
-            observation, f"kickoff, transfer, upload of {file_name}: {scenario.records} records, {scenario.what}"
+            observation,
+            f"kickoff, transfer, upload of {file_name}: {scenario.records} records, {scenario.what}",
         )
         return observation
 

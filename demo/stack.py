@@ -2,12 +2,13 @@
 
 Prefect server (SQLite), Azurite, the webhook gateway, `prefect_flows/serve.py`, the Function App
 (`func start` when Azure Functions Core Tools are installed, else the host stand-in
-`python -m devstack.polling_host`) and the consumer stand-in. `webhooks.env` gets the gateway's
+`python -m devstack.functions_host`) and the consumer stand-in. `webhooks.env` gets the gateway's
 URLs, as `python -m webhooks provision --local` writes them, so every sender reads the same file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -22,10 +23,11 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContainerClient
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from devstack.flow_server import FlowServer
-from devstack.local_settings import local_settings, read_env_file
-from devstack.processes import ManagedProcess, ServiceError, ensure_port_free
-from devstack.services import REPO_ROOT, Azurite, Gateway, PrefectServer
+from devstack.functions_host.local_settings import local_settings, read_env_file
+from devstack.services import Azurite, Gateway, PrefectServer
+from devstack.supervision.processes import ManagedProcess, ServiceError, ensure_port_free
 from file_relay.settings import load_settings
 from prefect_flows.deployment import same_deadlines
 from webhooks.catalog import load_catalog
@@ -151,7 +153,7 @@ class DemoStack:
         else:
             self.console.print(
                 "  [yellow]![/] Azure Functions Core Tools (`func`) are not on PATH: the Function App runs "
-                "in the host stand-in (python -m devstack.polling_host), which invokes the same registered "
+                "in the host stand-in (python -m devstack.functions_host), which invokes the same registered "
                 "functions."
             )
             where = "host stand-in, polling every 1 s"
@@ -181,8 +183,9 @@ class DemoStack:
     def deployment_id(self) -> str:
         deployment = self.flow_server.deployment()
         if deployment is None:
+            process = self.flow_server.process
             raise ServiceError(
-                "serve.py registered no deployment: see " + shown(self.flow_server.process.log_path)
+                f"serve.py registered no deployment: see {shown(process.log_path) if process else 'its log'}"
             )
         return deployment["id"]
 
@@ -199,10 +202,8 @@ class DemoStack:
         container = ContainerClient.from_connection_string(
             self.azurite.connection_string, load_settings().incoming_container
         )
-        try:
-            container.create_container()  # as the deployment creates it in Azure
-        except ResourceExistsError:
-            pass
+        with contextlib.suppress(ResourceExistsError):  # the deployment creates it in Azure
+            container.create_container()
 
     def _stop_function_app(self) -> None:
         if self.function_app:
@@ -224,17 +225,17 @@ class DemoStack:
             self.function_app = self._child("function-app", argv, env)
             self.function_app.wait_healthy(lambda: _host_running(status), 180)
         else:
-            argv = [sys.executable, "-m", "devstack.polling_host"]
-            self.function_app = self._child("function-app", argv, self.app_settings())
-            self.function_app.wait_healthy(lambda: "ready" in self.function_app.output(), 60)
+            argv = [sys.executable, "-m", "devstack.functions_host"]
+            app = self.function_app = self._child("function-app", argv, self.app_settings())
+            app.wait_healthy(lambda: "ready" in app.output(), 60)
 
     def start_consumer(self) -> None:
         """The consumer stand-in: reads the records queue, posts Reconciliation to the gateway."""
         argv = [sys.executable, "-m", "simulators.consumer", "--env-file", str(self.options.env_file)]
         argv += ["--never-answer", self.options.never_answer]
         # The Function App's settings: the same storage account and records queue.
-        self.consumer = self._child("consumer", argv, self.app_settings())
-        self.consumer.wait_healthy(lambda: "ready" in self.consumer.output(), 60)
+        consumer = self.consumer = self._child("consumer", argv, self.app_settings())
+        consumer.wait_healthy(lambda: "ready" in consumer.output(), 60)
 
     def _child(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
         return ManagedProcess(

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from azure.storage.blob import BlobClient, BlobProperties
 
 from file_relay.delivery import WebhookSender, idempotency_key
+from file_relay.errors import MissingTrackingId
 from file_relay.settings import RelaySettings
-from file_relay.work_item import WorkItem
+from file_relay.work_item import WorkItem, log_fields
 
 EVENT_TYPE = "Microsoft.Storage.BlobCreated"
 
 logger = logging.getLogger(__name__)
-
-
-class MissingTrackingId(ValueError):
-    """A blob arrived without the metadata that correlates it; it was announced but is not emitted."""
 
 
 def unquoted(etag: str) -> str:
@@ -31,7 +28,7 @@ def unquoted(etag: str) -> str:
 
 
 def _event_time(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def blob_created_delivery(blob: BlobClient, properties: BlobProperties, topic: str) -> list[dict]:
@@ -79,22 +76,29 @@ def announce(blob: BlobClient, settings: RelaySettings, sender: WebhookSender | 
     then MissingTrackingId is raised and no work item is queued.
     """
     webhook = settings.webhook("azure-storage")
-    sender = sender or WebhookSender(settings.retry, settings.webhook_timeout)
+    sender = sender or WebhookSender(settings.retry, settings.webhook_timeout_seconds)
     properties = blob.get_blob_properties()
     path = f"{blob.container_name}/{blob.blob_name}"
     etag = unquoted(properties.etag)
     metadata = {key.lower(): value for key, value in (properties.metadata or {}).items()}
-    tracking_id = metadata.get(settings.tracking_id_key.lower(), "").strip()
+    tracking_id = metadata.get(settings.tracking_id_metadata_key.lower(), "").strip()
     # Names the file in the invocation's telemetry, so a failed announcement can be found by trackingId.
-    logger.info("%s: announcing eTag %s for trackingId %s", path, etag, tracking_id or "(none)")
+    logger.info(
+        "%s: announcing eTag %s for trackingId %s",
+        path,
+        etag,
+        tracking_id or "(none)",
+        extra=log_fields(path, etag, tracking_id),
+    )
     delivery = blob_created_delivery(blob, properties, settings.storage_account_resource_id)
     sender.post(webhook, delivery, idempotency_key(etag, "blob-created", path))
 
     if not tracking_id:
+        key = settings.tracking_id_metadata_key
         raise MissingTrackingId(
-            f"blob {path} has no {settings.tracking_id_key!r} metadata, so its records cannot be correlated "
-            f"and are not emitted (its arrival was announced). Upload it again with that metadata, e.g. "
-            f"`az storage blob upload ... --metadata {settings.tracking_id_key}=<trackingId>`. After the "
-            f"host's retries the blob's receipt goes to the poison queue webjobs-blobtrigger-poison."
+            f"blob {path} has no {key!r} metadata, so its records cannot be correlated and are not "
+            f"emitted (its arrival was announced). Upload it again with that metadata, e.g. "
+            f"`az storage blob upload ... --metadata {key}=<trackingId>`. After the host's retries "
+            f"the blob's receipt goes to the poison queue webjobs-blobtrigger-poison."
         )
     return WorkItem(blob.container_name, blob.blob_name, etag, tracking_id, properties.size).to_json()

@@ -14,19 +14,17 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from configuration.declared import webhook_variable
+from file_relay.errors import DeliveryError
+
 logger = logging.getLogger(__name__)
 
 
-class DeliveryError(RuntimeError):
-    """A webhook did not accept a request; the function fails so the host retries it."""
-
-
 @dataclass(frozen=True)
-class Webhook:
-    """One configured webhook: `name` as in contracts (`summary`), its settings' `prefix` (`SUMMARY`)."""
+class WebhookEndpoint:
+    """Where a sender posts one webhook (`name` as in the contracts: `summary`), and how it proves itself."""
 
     name: str
-    prefix: str
     url: str
     token: str = ""
     secret: bytes = b""
@@ -35,7 +33,11 @@ class Webhook:
     def where(self) -> str:
         """The URL without its path, which may be a capability (Prefect Cloud's webhook ids are)."""
         parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}/… ({self.prefix}_WEBHOOK_URL)"
+        return f"{parts.scheme}://{parts.netloc}/… ({self.variable('URL')})"
+
+    def variable(self, part: str) -> str:
+        """The setting that holds this webhook's `part` (`URL`, `TOKEN`, `SECRET`)."""
+        return webhook_variable(self.name, part)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class WebhookSender:
         self.retry = retry
         self.timeout = timeout
 
-    def post(self, webhook: Webhook, body: object, key: str) -> None:
+    def post(self, webhook: WebhookEndpoint, body: object, key: str) -> None:
         """Deliver `body` once (as far as the receiver de-duplicates by `key`), or raise DeliveryError."""
         content = json.dumps(body, separators=(",", ":")).encode()
         failure = ""
@@ -114,7 +116,7 @@ class WebhookSender:
                         raise DeliveryError(
                             f"the {webhook.name} webhook at {webhook.where} refused the request: {failure}; "
                             f"{response.text[:200]!r}. Not retried: check the URL and "
-                            f"{webhook.prefix}_WEBHOOK_TOKEN / {webhook.prefix}_WEBHOOK_SECRET."
+                            f"{webhook.variable('TOKEN')} / {webhook.variable('SECRET')}."
                         )
                     retry_after = _retry_after(response.headers.get("Retry-After"))
                 if attempt == self.retry.attempts:
@@ -138,7 +140,7 @@ class WebhookSender:
         )
 
     @staticmethod
-    def _headers(webhook: Webhook, key: str, content: bytes) -> dict[str, str]:
+    def _headers(webhook: WebhookEndpoint, key: str, content: bytes) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Idempotency-Key": key}
         if webhook.token:
             headers["Authorization"] = f"Bearer {webhook.token}"

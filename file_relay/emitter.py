@@ -11,10 +11,10 @@ import ctypes
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -22,7 +22,8 @@ from azure.storage.blob import BlobClient
 
 from file_relay.delivery import WebhookSender, idempotency_key
 from file_relay.envelopes import MAX_ENVELOPE_BYTES, EnvelopePacker
-from file_relay.records import RecordError, RecordSplitter
+from file_relay.errors import BlobSuperseded, EmissionError, RecordError
+from file_relay.records import RecordSplitter
 from file_relay.records_queue import RecordsQueue
 from file_relay.settings import RelaySettings
 from file_relay.storage import StorageAccount
@@ -35,14 +36,6 @@ READ_AHEAD = 2
 T = TypeVar("T")
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-class EmissionError(RuntimeError):
-    """A file whose records cannot all be sent; it ends in the emit queue's poison queue."""
-
-
-class BlobSuperseded(Exception):
-    """The blob version named in the work item was overwritten or deleted since it was queued."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +57,19 @@ def blob_chunks(blob: BlobClient, item: WorkItem) -> Iterator[bytes]:
         for chunk in download.chunks():
             read += len(chunk)
             if read // PROGRESS_BYTES != (read - len(chunk)) // PROGRESS_BYTES:
-                logger.info("%s: %d of %d MiB read", item.path, read >> 20, item.content_length >> 20)
+                logger.info(
+                    "%s: %d of %d MiB read",
+                    item.path,
+                    read >> 20,
+                    item.content_length >> 20,
+                    extra=item.log_fields,
+                )
             yield chunk
     except (ResourceModifiedError, ResourceNotFoundError) as error:
         raise BlobSuperseded(f"{type(error).__name__} after {read} bytes") from error
 
 
-def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int) -> Generator[T, None, None]:
     """`items`, fetched by a thread of their own up to `depth` ahead of the consumer."""
     iterator, done = iter(items), object()
     pool = ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
@@ -79,7 +78,7 @@ def read_ahead(items: Iterable[T], depth: int) -> Iterator[T]:
         ahead = deque(pool.submit(next, iterator, done) for _ in range(depth))
         while (item := ahead.popleft().result()) is not done:
             ahead.append(pool.submit(next, iterator, done))
-            yield item
+            yield cast(T, item)
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -109,9 +108,15 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
     keep_freed_buffers()
     item = WorkItem.from_json(body)
     # Names the file in the invocation's telemetry, so a failed emission can be found by trackingId.
-    logger.info("%s: emitting eTag %s for trackingId %s", item.path, item.etag, item.tracking_id)
+    logger.info(
+        "%s: emitting eTag %s for trackingId %s",
+        item.path,
+        item.etag,
+        item.tracking_id,
+        extra=item.log_fields,
+    )
     webhook = settings.webhook("summary")
-    sender = sender or WebhookSender(settings.retry, settings.webhook_timeout)
+    sender = sender or WebhookSender(settings.retry, settings.webhook_timeout_seconds)
     account = StorageAccount(settings.storage_connection)
     queue = RecordsQueue(
         account.queue(settings.records_queue, settings.send_concurrency), settings.send_concurrency
@@ -137,6 +142,7 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
             item.etag,
             superseded,
             packer.envelopes,
+            extra=item.log_fields,
         )
         return None
     except RecordError as error:
@@ -158,5 +164,6 @@ def emit(body: bytes | str, settings: RelaySettings, sender: WebhookSender | Non
         settings.records_queue,
         emission.seconds,
         item.tracking_id,
+        extra=item.log_fields,
     )
     return emission

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from json.encoder import encode_basestring_ascii
 
-from file_relay.records import RecordError
+from file_relay.errors import RecordError
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES // 4 * 3
@@ -95,7 +95,7 @@ class EnvelopePacker:
         envelope = json.dumps(final, separators=(",", ":")).encode()
         return zlib.compress(envelope, ZLIB_LEVEL) if self.compress else envelope
 
-    def _cut(self, records: bytes, final: bool) -> Iterator[bytes]:
+    def _cut(self, records: bytes, final: bool) -> Generator[bytes, None, bytes]:
         """Bodies of full envelopes cut from `records` (all of them when `final`); returns the rest."""
         start = 0
         while len(records) - start > (1 if final else self.budget):
@@ -131,7 +131,7 @@ class EnvelopePacker:
         )
 
     def _body(self, run: bytes) -> bytes | None:
-        """The next envelope's body, holding `run`; None if it compressed past the limit (the budget shrinks)."""
+        """The next envelope's body, holding `run`; None if it compressed past the limit (budget shrinks)."""
         envelope = b'%s%d,"records":[%s]}' % (self._prefix, self.envelopes + 1, run)
         body = envelope
         if self.compress:

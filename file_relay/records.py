@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from file_relay.errors import RecordError
+
 BOM = b"\xef\xbb\xbf"
-
-
-class RecordError(ValueError):
-    """A record that cannot be sent; the message says which line or record and why."""
 
 
 class RecordSplitter:

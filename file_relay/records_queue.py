@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,10 +20,8 @@ class RecordsQueue:
 
     def ensure_exists(self) -> None:
         """Create the queue when missing (deployments create it; a laptop's Azurite may not have it)."""
-        try:
+        with contextlib.suppress(ResourceExistsError):
             self.queue.create_queue()
-        except ResourceExistsError:
-            pass
 
     def send(self, body: bytes) -> None:
         self.queue.send_message(body)
@@ -35,8 +34,8 @@ class RecordsQueue:
 
         def done(future: Future) -> None:
             slots.release()
-            if future.exception() is not None:
-                failures.append(future.exception())
+            if (error := future.exception()) is not None:
+                failures.append(error)
 
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="records-queue") as pool:
             for body in bodies:

@@ -1,7 +1,8 @@
 """The Function App's app settings: the one list of names, defaults and meanings, and their parsing.
 
-Tests check the README table, `local.settings.json.sample` and the deployment templates against
-`SETTINGS`, so a setting is added here and nowhere else by hand.
+docs/function-app.md's table is generated from `SETTINGS` (`python -m devstack.settings_docs`), and
+tests check it, `local.settings.json.sample` and the deployment templates against `SETTINGS`, so a
+setting is added here and nowhere else by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from file_relay.delivery import RetryPolicy, Webhook
+from configuration.declared import Environment, Setting, boolean, choice, number, text, webhook_variable
+from file_relay.delivery import RetryPolicy, WebhookEndpoint
+from file_relay.errors import SettingsError
 
 TRIGGER_SOURCES = ("LogsAndContainerScan", "EventGrid")
 HOST_STORAGE = "AzureWebJobsStorage"
@@ -23,45 +26,64 @@ COMPRESSIONS = ("zlib", "none")
 GATEWAY_URL = "http://127.0.0.1:4280/hooks"
 
 
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names it and says what to set."""
-
-
 @dataclass(frozen=True)
-class Setting:
+class AppSetting(Setting):
     """One app setting. `default` None means required.
 
     `used_by`: "host" (the Functions host only), "bindings" (fixed when the host indexes
     function_app.py) or "functions" (the functions' code).
     """
 
-    name: str
-    default: str | None
-    description: str
     used_by: str = "functions"
 
 
-def _webhook_settings(name: str, prefix: str, sender: str) -> tuple[Setting, ...]:
+def _webhook_settings(name: str, sender: str) -> tuple[AppSetting, ...]:
     return (
-        Setting(
-            f"{prefix}_WEBHOOK_URL",
+        AppSetting(
+            webhook_variable(name, "URL"),
             None,
             f"The `{name}` webhook {sender} posts to (Prefect Cloud or the gateway).",
         ),
-        Setting(f"{prefix}_WEBHOOK_TOKEN", "", f"Optional bearer token for the `{name}` webhook."),
-        Setting(
-            f"{prefix}_WEBHOOK_SECRET",
+        AppSetting(webhook_variable(name, "TOKEN"), "", f"Optional bearer token for the `{name}` webhook."),
+        AppSetting(
+            webhook_variable(name, "SECRET"),
             "",
             f"Optional Standard Webhooks secret (`whsec_<base64>`); when set, `{name}` requests are signed.",
         ),
     )
 
 
-WEBHOOKS = {"azure-storage": "AZURE_STORAGE", "summary": "SUMMARY"}
+def _storage_connection(environment: Environment, setting: str) -> str:
+    """STORAGE_CONNECTION, refused when its identity settings are a form the bindings cannot read."""
+    name = environment.text(setting)
+    identity = sorted(key for key in environment.environ if key.startswith(f"{name}__"))
+    if name == HOST_STORAGE or environment.environ.get(name, "").strip() or not identity:
+        return name
+    # The blob binding reads __serviceUri before __blobServiceUri, the queue bindings read it as
+    # the queue endpoint, and __accountName is the host storage's alone: only the two URIs work.
+    wrong = [key for key in identity if key.split("__", 1)[1] in ("accountName", "serviceUri")]
+    missing = [key for key in (f"{name}__blobServiceUri", f"{name}__queueServiceUri") if key not in identity]
+    if wrong or missing:
+        raise SettingsError(
+            f"STORAGE_CONNECTION is {name!r}, with identity settings {', '.join(identity)}: only "
+            f"{HOST_STORAGE} may name its account with __accountName, and __serviceUri is ambiguous "
+            f"for a connection that serves blobs and queues. Set {name}__blobServiceUri="
+            f"https://<account>.blob.core.windows.net and {name}__queueServiceUri="
+            f"https://<account>.queue.core.windows.net instead (optionally __credential and __clientId), "
+            f"or set STORAGE_CONNECTION={HOST_STORAGE}."
+        )
+    return name
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("FUNCTIONS_WORKER_RUNTIME", "python", "The language worker the Functions host starts.", "host"),
-    Setting(
+
+# The webhooks the Function App posts to, and the settings each has.
+WEBHOOKS = ("azure-storage", "summary")
+PARTS = ("URL", "TOKEN", "SECRET")
+
+SETTINGS: tuple[AppSetting, ...] = (
+    AppSetting(
+        "FUNCTIONS_WORKER_RUNTIME", "python", "The language worker the Functions host starts.", "host"
+    ),
+    AppSetting(
         "AzureWebJobsStorage",
         None,
         "The host's storage (leases, blob receipts, poison queues) and the default storage connection. "
@@ -69,7 +91,7 @@ SETTINGS: tuple[Setting, ...] = (
         "`AzureWebJobsStorage__accountName`.",
         "host",
     ),
-    Setting(
+    AppSetting(
         "STORAGE_CONNECTION",
         HOST_STORAGE,
         "Name of the app setting (or identity-setting prefix) for the account holding the incoming "
@@ -77,65 +99,90 @@ SETTINGS: tuple[Setting, ...] = (
         "`AzureWebJobsStorage` may name its account with `__accountName`; another name needs "
         "`<name>__blobServiceUri` and `<name>__queueServiceUri`.",
         "bindings",
+        read=_storage_connection,
     ),
-    Setting(
+    AppSetting(
         "BLOB_TRIGGER_SOURCE",
         "LogsAndContainerScan",
         "How the blob trigger learns of new blobs: `LogsAndContainerScan` (polling; `func start` with "
         "Azurite) or `EventGrid` (Flex Consumption; needs an Event Grid subscription to the blobs "
         "extension).",
         "bindings",
+        read=choice(*TRIGGER_SOURCES),
     ),
-    Setting(
+    AppSetting(
         "INCOMING_CONTAINER",
         "incoming",
         "The container files arrive in; the blob trigger watches it.",
         "bindings",
+        read=text,
     ),
-    Setting(
+    AppSetting(
         "EMIT_QUEUE",
         "emit-work",
         "Queue of work items from the blob trigger to the emitter; failing items end in `<name>-poison`.",
         "bindings",
+        read=text,
     ),
-    Setting(
-        "RECORDS_QUEUE", "records", "The queue the emitter sends record envelopes to (docs/records-queue.md)."
+    AppSetting(
+        "RECORDS_QUEUE",
+        "records",
+        "The queue the emitter sends record envelopes to (docs/records-queue.md).",
+        read=text,
     ),
-    Setting(
+    AppSetting(
         "RECORDS_COMPRESSION",
         "zlib",
         "`zlib`: each records-queue message is base64 of the zlib-compressed envelope JSON, so one message "
         "carries several times more records; `none`: base64 of the JSON, for consumers that cannot inflate.",
+        read=choice(*COMPRESSIONS),
     ),
-    Setting(
+    AppSetting(
         "TRACKING_ID_METADATA_KEY",
         "trackingId",
         "Blob metadata key holding the file's trackingId (any case).",
+        read=text,
     ),
-    Setting("FIRST_LINE_IS_HEADER", "false", "`true` when each file's first line is a header, not a record."),
-    *_webhook_settings("azure-storage", "AZURE_STORAGE", "the blob trigger"),
-    *_webhook_settings("summary", "SUMMARY", "the emitter"),
-    Setting("WEBHOOK_TIMEOUT_SECONDS", "10", "Timeout of one webhook request (connect, write, read)."),
-    Setting(
+    AppSetting(
+        "FIRST_LINE_IS_HEADER",
+        "false",
+        "`true` when each file's first line is a header, not a record.",
+        read=boolean,
+    ),
+    *_webhook_settings("azure-storage", "the blob trigger"),
+    *_webhook_settings("summary", "the emitter"),
+    AppSetting(
+        "WEBHOOK_TIMEOUT_SECONDS",
+        "10",
+        "Timeout of one webhook request (connect, write, read).",
+        read=number(0.1),
+    ),
+    AppSetting(
         "WEBHOOK_ATTEMPTS",
         "5",
         "Attempts per webhook call before the function fails and the host retries it.",
+        read=number(1, whole=True),
     ),
-    Setting(
+    AppSetting(
         "WEBHOOK_BACKOFF_SECONDS",
         "1",
         "Wait after the first failed attempt; doubles per attempt up to 30 s. A `Retry-After` up to 30 s is "
         "honoured; a longer one fails the call at once so the host retries it later.",
+        read=number(0),
     ),
-    Setting("SEND_CONCURRENCY", "16", "Envelopes in flight to the records queue at once."),
-    Setting(
+    AppSetting(
+        "SEND_CONCURRENCY",
+        "16",
+        "Envelopes in flight to the records queue at once.",
+        read=number(1, whole=True),
+    ),
+    AppSetting(
         "STORAGE_ACCOUNT_RESOURCE_ID",
         "",
         "The storage account's ARM id, sent as the Event Grid `topic`; empty: built from the account name.",
+        read=text,
     ),
 )
-
-_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -148,90 +195,36 @@ class RelaySettings:
     emit_queue: str
     records_queue: str
     records_compression: str
-    tracking_id_key: str
+    tracking_id_metadata_key: str
     first_line_is_header: bool
+    webhook_timeout_seconds: float
+    webhook_attempts: int
+    webhook_backoff_seconds: float
     send_concurrency: int
-    webhook_timeout: float
-    retry: RetryPolicy
     storage_account_resource_id: str
     # The <PREFIX>_WEBHOOK_* values as given: a bad one fails only the function that posts to it.
     webhook_values: Mapping[str, str]
 
-    def webhook(self, name: str) -> Webhook:
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.webhook_attempts, backoff=self.webhook_backoff_seconds)
+
+    def webhook(self, name: str) -> WebhookEndpoint:
         """The webhook `name`, or a SettingsError naming the setting that is missing or malformed."""
-        webhook = webhook_from(self.webhook_values, name, WEBHOOKS[name])
+        webhook = webhook_from(self.webhook_values, name)
         if webhook is None:
             raise SettingsError(
-                f"{WEBHOOKS[name]}_WEBHOOK_URL is not set: set it to the `{name}` webhook's URL "
+                f"{webhook_variable(name, 'URL')} is not set: set it to the `{name}` webhook's URL "
                 f"(`python -m webhooks provision` writes it to webhooks.env; the local gateway's is "
                 f"{GATEWAY_URL}/{name})."
             )
         return webhook
 
 
-class _Environment:
-    """Reads settings from the list above: every name read must be in it; empty means the default."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-
-    def text(self, name: str) -> str:
-        value = self.environ.get(name, "").strip()
-        return value or (_BY_NAME[name].default or "")
-
-    def choice(self, name: str, options: tuple[str, ...]) -> str:
-        value = self.text(name)
-        if value not in options:
-            raise SettingsError(f"{name} is {value!r}; set it to one of: {', '.join(options)}.")
-        return value
-
-    def flag(self, name: str) -> bool:
-        value = self.text(name).lower()
-        if value not in ("true", "false", "1", "0", "yes", "no"):
-            raise SettingsError(f"{name} is {value!r}; set it to true or false.")
-        return value in ("true", "1", "yes")
-
-    def number(self, name: str, minimum: float, whole: bool = False) -> float:
-        value = self.text(name)
-        try:
-            number = int(value) if whole else float(value)
-        except ValueError:
-            number = None
-        if number is None or number < minimum:
-            kind = "a whole number" if whole else "a number"
-            raise SettingsError(f"{name} is {value!r}; set it to {kind} of at least {minimum:g}.")
-        return number
-
-    def webhook_values(self) -> dict[str, str]:
-        return {name: self.text(name) for name in _BY_NAME if "_WEBHOOK_" in name}
-
-    def storage_connection(self) -> str:
-        """STORAGE_CONNECTION, refused when its identity settings are a form the bindings cannot read."""
-        name = self.text("STORAGE_CONNECTION")
-        identity = sorted(key for key in self.environ if key.startswith(f"{name}__"))
-        if name == HOST_STORAGE or self.environ.get(name, "").strip() or not identity:
-            return name
-        # The blob binding reads __serviceUri before __blobServiceUri, the queue bindings read it as
-        # the queue endpoint, and __accountName is the host storage's alone: only the two URIs work.
-        wrong = [key for key in identity if key.split("__", 1)[1] in ("accountName", "serviceUri")]
-        missing = [
-            key for key in (f"{name}__blobServiceUri", f"{name}__queueServiceUri") if key not in identity
-        ]
-        if wrong or missing:
-            raise SettingsError(
-                f"STORAGE_CONNECTION is {name!r}, with identity settings {', '.join(identity)}: only "
-                f"{HOST_STORAGE} may name its account with __accountName, and __serviceUri is ambiguous "
-                f"for a connection that serves blobs and queues. Set {name}__blobServiceUri="
-                f"https://<account>.blob.core.windows.net and {name}__queueServiceUri="
-                f"https://<account>.queue.core.windows.net instead (optionally __credential and __clientId), "
-                f"or set STORAGE_CONNECTION={HOST_STORAGE}."
-            )
-        return name
-
-
-def webhook_from(values: Mapping[str, str], name: str, prefix: str) -> Webhook | None:
-    """Webhook `name` from `<prefix>_WEBHOOK_URL`, `_TOKEN` and `_SECRET` in `values`; None without a URL."""
-    for setting in (f"{prefix}_WEBHOOK_URL", f"{prefix}_WEBHOOK_TOKEN", f"{prefix}_WEBHOOK_SECRET"):
+def webhook_from(values: Mapping[str, str], name: str) -> WebhookEndpoint | None:
+    """Webhook `name` from `<PREFIX>_WEBHOOK_URL`, `_TOKEN` and `_SECRET` in `values`; None without a URL."""
+    url_setting, token_setting, secret_setting = (webhook_variable(name, part) for part in PARTS)
+    for setting in (url_setting, token_setting, secret_setting):
         value = values.get(setting, "").strip()
         if value.startswith(KEY_VAULT_REFERENCE):
             raise SettingsError(
@@ -240,13 +233,13 @@ def webhook_from(values: Mapping[str, str], name: str, prefix: str) -> Webhook |
                 f"minutes to apply) or the secret does not exist. Refresh the app's references "
                 f"(docs/azure.md#key-vault-reference-not-resolved); the app restarts once they resolve."
             )
-    url = values.get(f"{prefix}_WEBHOOK_URL", "").strip()
+    url = values.get(url_setting, "").strip()
     if not url:
         return None
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        raise SettingsError(f"{prefix}_WEBHOOK_URL is {url!r}; set it to an http(s) URL.")
-    token = values.get(f"{prefix}_WEBHOOK_TOKEN", "").strip()
-    return Webhook(name, prefix, url, token, _secret(f"{prefix}_WEBHOOK_SECRET", values))
+        raise SettingsError(f"{url_setting} is {url!r}; set it to an http(s) URL.")
+    token = values.get(token_setting, "").strip()
+    return WebhookEndpoint(name, url, token, _secret(secret_setting, values))
 
 
 def _secret(name: str, values: Mapping[str, str]) -> bytes:
@@ -266,22 +259,6 @@ def _secret(name: str, values: Mapping[str, str]) -> bytes:
 
 def load_settings(environ: Mapping[str, str] | None = None) -> RelaySettings:
     """Parse the settings from `environ` (default: the process environment, where app settings live)."""
-    env = _Environment(os.environ if environ is None else environ)
-    return RelaySettings(
-        storage_connection=env.storage_connection(),
-        blob_trigger_source=env.choice("BLOB_TRIGGER_SOURCE", TRIGGER_SOURCES),
-        incoming_container=env.text("INCOMING_CONTAINER"),
-        emit_queue=env.text("EMIT_QUEUE"),
-        records_queue=env.text("RECORDS_QUEUE"),
-        records_compression=env.choice("RECORDS_COMPRESSION", COMPRESSIONS),
-        tracking_id_key=env.text("TRACKING_ID_METADATA_KEY"),
-        first_line_is_header=env.flag("FIRST_LINE_IS_HEADER"),
-        send_concurrency=int(env.number("SEND_CONCURRENCY", 1, whole=True)),
-        webhook_timeout=env.number("WEBHOOK_TIMEOUT_SECONDS", 0.1),
-        retry=RetryPolicy(
-            attempts=int(env.number("WEBHOOK_ATTEMPTS", 1, whole=True)),
-            backoff=env.number("WEBHOOK_BACKOFF_SECONDS", 0),
-        ),
-        storage_account_resource_id=env.text("STORAGE_ACCOUNT_RESOURCE_ID"),
-        webhook_values=env.webhook_values(),
-    )
+    environment = Environment(SETTINGS, os.environ if environ is None else environ)
+    webhook_values = {name: environment.text(name) for name in environment.declared if "_WEBHOOK_" in name}
+    return RelaySettings(**environment.values(), webhook_values=webhook_values)

@@ -16,7 +16,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient
 from azure.storage.queue import BinaryBase64EncodePolicy, QueueClient
 from requests.adapters import HTTPAdapter
 
-from file_relay.settings import SettingsError
+from file_relay.errors import SettingsError
 
 # The first GET of a download is 32 MiB by default; 4 MiB for every request keeps memory flat.
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -39,7 +39,7 @@ class StorageAccount:
 
     def blob(self, container: str, name: str) -> BlobClient:
         """A client for one blob that downloads in CHUNK_BYTES pieces."""
-        options = {"max_single_get_size": CHUNK_BYTES, "max_chunk_get_size": CHUNK_BYTES}
+        options: dict[str, Any] = {"max_single_get_size": CHUNK_BYTES, "max_chunk_get_size": CHUNK_BYTES}
         if self.connection_string:
             service = BlobServiceClient.from_connection_string(self.connection_string, **options)
         else:
@@ -49,7 +49,7 @@ class StorageAccount:
         return service.get_blob_client(container, name)
 
     def queue(self, name: str, concurrency: int = 1) -> QueueClient:
-        """A client for queue `name` that sends bytes as base64 messages, as Functions queue triggers expect."""
+        """A client for queue `name` sending bytes as base64 messages, as Functions queue triggers expect."""
         # One pooled connection per concurrent sender: the default pool of 10 would discard the rest.
         session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(concurrency, 1))

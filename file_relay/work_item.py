@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from file_relay.errors import WorkItemError
+
 _FIELDS = {"container": str, "blobName": str, "eTag": str, "trackingId": str, "contentLength": int}
 
 
-class WorkItemError(ValueError):
-    """A message on the emit queue that is not a work item; it ends in the poison queue."""
+def log_fields(path: str, etag: str, tracking_id: str) -> dict[str, str]:
+    """A log record's fields for one blob version (`customDimensions` in Application Insights)."""
+    return {"file": path, "eTag": etag, "trackingId": tracking_id}
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,11 @@ class WorkItem:
     @property
     def path(self) -> str:
         return f"{self.container}/{self.blob_name}"
+
+    @property
+    def log_fields(self) -> dict[str, str]:
+        """Fields for `extra=`, so operators filter the functions' logs by file, eTag or trackingId."""
+        return log_fields(self.path, self.etag, self.tracking_id)
 
     def to_json(self) -> str:
         return json.dumps(

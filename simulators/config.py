@@ -7,11 +7,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from devstack.local_settings import read_env_file
-from file_relay.delivery import Webhook
+from configuration import REPO_ROOT
+from configuration.declared import webhook_variable
+from devstack.functions_host.local_settings import read_env_file
+from file_relay.delivery import WebhookEndpoint
 from file_relay.settings import RelaySettings, SettingsError, webhook_from
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Written by `python -m webhooks provision` (Prefect Cloud) or `... provision --local` (the gateway).
 DEFAULT_ENV_FILE = REPO_ROOT / "webhooks.env"
 # Azurite on its default ports, what a laptop runs.
@@ -28,9 +29,8 @@ def add_location_arguments(parser: argparse.ArgumentParser, storage: str) -> Non
     )
 
 
-def read_webhook(env_file: Path, name: str) -> Webhook:
+def read_webhook(env_file: Path, name: str) -> WebhookEndpoint:
     """Webhook `name` (`mainframe`, `reconciliation`) with its URL, token and secret from `env_file`."""
-    prefix = name.upper().replace("-", "_")
     if not env_file.exists():
         raise SettingsError(
             f"{env_file} not found: it holds the webhook URLs. Write it with "
@@ -38,13 +38,13 @@ def read_webhook(env_file: Path, name: str) -> Webhook:
             f"`.venv/bin/python -m webhooks provision` (Prefect Cloud); `make demo` writes it too."
         )
     try:
-        webhook = webhook_from(read_env_file(env_file), name, prefix)
+        webhook = webhook_from(read_env_file(env_file), name)
     except ValueError as error:  # a line that is not NAME=value, or a malformed URL or secret
         raise SettingsError(f"{env_file}: {error}") from None
     if webhook is None:
         raise SettingsError(
-            f"{env_file} has no {prefix}_WEBHOOK_URL: run `.venv/bin/python -m webhooks provision` "
-            f"(add --local for the gateway) to write it."
+            f"{env_file} has no {webhook_variable(name, 'URL')}: run "
+            f"`.venv/bin/python -m webhooks provision` (add --local for the gateway) to write it."
         )
     return webhook
 

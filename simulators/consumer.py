@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import fnmatch
 import json
 import logging
@@ -36,7 +37,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient
 
-from file_relay.delivery import DeliveryError, RetryPolicy, Webhook, WebhookSender, idempotency_key
+from file_relay.delivery import DeliveryError, RetryPolicy, WebhookEndpoint, WebhookSender, idempotency_key
 from file_relay.settings import SettingsError, load_settings
 from simulators.config import add_location_arguments, read_webhook, storage_connection_string
 from simulators.ledger import problem
@@ -125,7 +126,7 @@ class Consumer:
         self,
         queue: QueueClient,
         poison: QueueClient,
-        webhook: Webhook,
+        webhook: WebhookEndpoint,
         faults: Faults = NO_FAULTS,
         sender: WebhookSender | None = None,
     ) -> None:
@@ -182,6 +183,7 @@ class Consumer:
         for key, state in list(self.files.items()):
             if state.answer_at is None or state.answer_at > now:
                 continue
+            assert state.final is not None  # an answer is due only once the final envelope is in
             body = {"totalRecordsReceived": state.accepted, "trackingId": state.tracking_id}
             try:
                 self.sender.post(
@@ -255,10 +257,8 @@ def records_queues(connection_string: str, name: str) -> tuple[QueueClient, Queu
     )
     poison = QueueClient.from_connection_string(connection_string, f"{name}-poison")
     for client in (queue, poison):
-        try:
+        with contextlib.suppress(ResourceExistsError):
             client.create_queue()
-        except ResourceExistsError:
-            pass
     return queue, poison
 
 

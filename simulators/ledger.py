@@ -45,7 +45,7 @@ def problem(text: str) -> str | None:
     if len(fields) != 3:
         return f"{len(fields)} fields, not 3"
     for field, pattern, what in zip(
-        fields, (_NUMBER, _ACCOUNT, _AMOUNT), ("record number", "account", "amount")
+        fields, (_NUMBER, _ACCOUNT, _AMOUNT), ("record number", "account", "amount"), strict=True
     ):
         if not pattern.fullmatch(field):
             return f"{what} {field!r} is not valid"

@@ -33,7 +33,7 @@ from typing import IO
 from azure.core.exceptions import ResourceNotFoundError, ServiceRequestError
 from azure.storage.blob import BlobProperties, ContainerClient, ContentSettings
 
-from file_relay.delivery import DeliveryError, RetryPolicy, Webhook, WebhookSender, idempotency_key
+from file_relay.delivery import DeliveryError, RetryPolicy, WebhookEndpoint, WebhookSender, idempotency_key
 from file_relay.settings import SettingsError, load_settings
 from simulators.config import (
     DEFAULT_ENV_FILE,
@@ -54,7 +54,7 @@ class MainframeError(RuntimeError):
 class Mainframe:
     """One mainframe job's view of the pipeline: its webhook and the container it uploads to."""
 
-    webhook: Webhook
+    webhook: WebhookEndpoint
     container: ContainerClient
     tracking_id_key: str = "trackingId"
     sender: WebhookSender = field(
@@ -74,7 +74,7 @@ class Mainframe:
         container = ContainerClient.from_connection_string(
             storage_connection_string(connection_string, settings, environ), settings.incoming_container
         )
-        return cls(read_webhook(env_file, "mainframe"), container, settings.tracking_id_key)
+        return cls(read_webhook(env_file, "mainframe"), container, settings.tracking_id_metadata_key)
 
     def kickoff(self, file_name: str, tracking_id: str) -> None:
         """The job started the file: Prefect starts a flow run that follows it."""

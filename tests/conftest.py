@@ -1,4 +1,4 @@
-"""Real services for the tests: a Prefect server, Azurite and the webhook gateway, each started once per session.
+"""Real services for the tests: a Prefect server, Azurite and the webhook gateway, each started once.
 
 Tests that need a private one (one they restart, flood or configure differently) use the factories.
 """
@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -19,9 +19,29 @@ from devstack.services import Azurite, Gateway, PrefectServer
 from prefect_flows.deployment import same_deadlines
 
 # The Function App's fixtures (`receiver`, `start_relay`), defined beside its tests, for every test module.
-from relay_fixtures import receiver, start_relay  # noqa: F401
+pytest_plugins = ["tests.relay_fixtures"]
 
-P = TypeVar("P")  # a service: start() returns it, stop() stops it
+
+class Service(Protocol):
+    def start(self): ...
+    def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=Service)  # a service: start() returns it, stop() stops it
+
+
+# Fixtures that start a Prefect server, Azurite, a gateway or the scale stack as processes.
+SERVICE_FIXTURES = frozenset(
+    {"prefect_server", "start_prefect_server", "azurite", "start_azurite", "gateway", "start_gateway"}
+    | {"scale_stack", "start_relay"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs live services, so `pytest -m "not services"` runs the others alone."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +102,9 @@ def start_gateway(
 ) -> Iterator[Callable[..., Gateway]]:
     """Factory: a webhook gateway with a fresh queue; every one it started is stopped at the end."""
     yield from _starter(
-        lambda api_url, **options: Gateway(tmp_path_factory.mktemp("gateway"), service_logs, api_url, **options)
+        lambda api_url, **options: Gateway(
+            tmp_path_factory.mktemp("gateway"), service_logs, api_url, **options
+        )
     )
 
 
@@ -98,11 +120,13 @@ SCALE_DEADLINE_SECONDS = 30
 
 @pytest.fixture(scope="session")
 def scale_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleStack]:
-    """The session's scale stack: PostgreSQL, Redis, Prefect's API and services apart, two workers, the gateway."""
+    """The session's scale stack: PostgreSQL, Redis, Prefect's API and services apart, workers, gateway."""
     # PostgreSQL runs as its own user when we are root: its data cannot live under pytest's private tmp.
     postgres_dir = Path(tempfile.mkdtemp(prefix="scale-postgres-"))
     deadlines = same_deadlines(SCALE_DEADLINE_SECONDS)
-    stack = ScaleStack(tmp_path_factory.mktemp("scale"), postgres_dir, worker_limit=20, flow_settings=deadlines)
+    stack = ScaleStack(
+        tmp_path_factory.mktemp("scale"), postgres_dir, worker_limit=20, flow_settings=deadlines
+    )
     try:
         yield stack.start()
     finally:

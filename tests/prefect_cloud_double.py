@@ -12,7 +12,7 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devstack.processes import free_port, wait_until
+from devstack.supervision.processes import free_port, wait_until
 
 _FIELDS = ("name", "description", "template", "enabled", "service_account_id")
 
@@ -51,11 +51,18 @@ class PrefectCloudDouble:
 
     def add(self, **fields: Any) -> dict[str, Any]:
         """A webhook that already exists in the workspace."""
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         webhook = {
-            "id": str(uuid.uuid4()), "created": now, "updated": now, "account": self.account,
-            "workspace": self.workspace, "slug": secrets.token_urlsafe(16), "description": "",
-            "enabled": True, "service_account_id": None, **fields,
+            "id": str(uuid.uuid4()),
+            "created": now,
+            "updated": now,
+            "account": self.account,
+            "workspace": self.workspace,
+            "slug": secrets.token_urlsafe(16),
+            "description": "",
+            "enabled": True,
+            "service_account_id": None,
+            **fields,
         }
         self.webhooks[webhook["id"]] = webhook
         return webhook
@@ -70,7 +77,9 @@ class PrefectCloudDouble:
             ]
         )
         self.port = free_port()
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
         wait_until(lambda: self._server.started, 10, "the Prefect Cloud double to listen")
@@ -83,7 +92,9 @@ class PrefectCloudDouble:
     async def _receive(self, request: Request) -> tuple[Any, Response | None]:
         """Record the request; the body, and a 401 answer unless it carries the workspace's API key."""
         body = await request.json() if await request.body() else None
-        self.requests.append(RecordedRequest(request.method, request.url.path, body, request.headers.get("authorization")))
+        self.requests.append(
+            RecordedRequest(request.method, request.url.path, body, request.headers.get("authorization"))
+        )
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return body, JSONResponse({"detail": "Invalid authentication credentials"}, status_code=401)
         return body, None
@@ -94,7 +105,9 @@ class PrefectCloudDouble:
 
     async def _create(self, request: Request) -> Response:
         body, refused = await self._receive(request)
-        return refused or JSONResponse(self.add(**{key: body[key] for key in _FIELDS if key in body}), status_code=201)
+        return refused or JSONResponse(
+            self.add(**{key: body[key] for key in _FIELDS if key in body}), status_code=201
+        )
 
     async def _one(self, request: Request) -> Response:
         body, refused = await self._receive(request)
@@ -106,5 +119,5 @@ class PrefectCloudDouble:
         if request.method == "GET":
             return JSONResponse(webhook)
         # A PUT replaces the whole webhook: a field the client leaves out is reset.
-        webhook.update({key: body.get(key) for key in _FIELDS}, updated=datetime.now(timezone.utc).isoformat())
+        webhook.update({key: body.get(key) for key in _FIELDS}, updated=datetime.now(UTC).isoformat())
         return Response(status_code=204)

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient
-from webhook_receiver import WebhookReceiver
 
-from devstack.function_host import FunctionHost
+from devstack.functions_host.invoker import FunctionHost
 from devstack.services import Azurite
 from file_relay.settings import SETTINGS
+from tests.webhook_receiver import WebhookReceiver
 
 CONNECTION = "RELAY_STORAGE"
 

@@ -17,8 +17,17 @@ BODY = b'{"totalRecordsSent": 5}'
 
 
 def webhook(auth: str) -> Webhook:
-    return Webhook("summary", "", Path("summary.json.j2"), "{}", "summary", auth=auth,
-                   secret_env={"bearer": "SUMMARY_WEBHOOK_TOKEN", "standard-webhooks": "SUMMARY_WEBHOOK_SECRET"}.get(auth))
+    return Webhook(
+        "summary",
+        "",
+        Path("summary.json.j2"),
+        "{}",
+        "summary",
+        auth=auth,
+        secret_env={"bearer": "SUMMARY_WEBHOOK_TOKEN", "standard-webhooks": "SUMMARY_WEBHOOK_SECRET"}.get(
+            auth
+        ),
+    )
 
 
 def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
@@ -29,7 +38,11 @@ def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
 
 def signed_headers(key: bytes = KEY, timestamp: int | None = None, body: bytes = BODY) -> dict[str, str]:
     timestamp = int(time.time()) if timestamp is None else timestamp
-    return {"webhook-id": "msg_1", "webhook-timestamp": str(timestamp), "webhook-signature": sign(key, "msg_1", timestamp, body)}
+    return {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(key, "msg_1", timestamp, body),
+    }
 
 
 def test_no_auth_needs_no_verifier():
@@ -39,13 +52,20 @@ def test_no_auth_needs_no_verifier():
 def test_the_right_bearer_token_passes_and_any_other_is_refused():
     verifier = verifier_for(webhook("bearer"), {"SUMMARY_WEBHOOK_TOKEN": "t0ken"})
     verifier.verify({"authorization": "Bearer t0ken"}, BODY)
-    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic t0ken"}, {"authorization": "t0ken"}):
+    for headers in (
+        {},
+        {"authorization": "Bearer wrong"},
+        {"authorization": "Basic t0ken"},
+        {"authorization": "t0ken"},
+    ):
         with pytest.raises(Unauthorized, match="Missing or wrong bearer token"):
             verifier.verify(headers, BODY)
 
 
 def test_a_valid_signature_passes():
-    verifier_for(webhook("standard-webhooks"), {"SUMMARY_WEBHOOK_SECRET": SECRET}).verify(signed_headers(), BODY)
+    verifier_for(webhook("standard-webhooks"), {"SUMMARY_WEBHOOK_SECRET": SECRET}).verify(
+        signed_headers(), BODY
+    )
 
 
 def test_any_of_several_signatures_passes_while_keys_rotate():
@@ -57,7 +77,9 @@ def test_any_of_several_signatures_passes_while_keys_rotate():
 @pytest.mark.parametrize(
     "tamper",
     [
-        lambda h: h.update({"webhook-signature": sign(b"another key", "msg_1", int(h["webhook-timestamp"]), BODY)}),
+        lambda h: h.update(
+            {"webhook-signature": sign(b"another key", "msg_1", int(h["webhook-timestamp"]), BODY)}
+        ),
         lambda h: h.update({"webhook-id": "msg_2"}),
         lambda h: h.update({"webhook-signature": h["webhook-signature"].replace("v1,", "v2,")}),
         lambda h: h.update({"webhook-signature": "garbage"}),
@@ -70,13 +92,15 @@ def test_any_of_several_signatures_passes_while_keys_rotate():
 def test_a_wrong_or_malformed_signature_is_refused_with_one_answer(tamper):
     headers = signed_headers()
     tamper(headers)
-    with pytest.raises(Unauthorized, match="^Invalid signature$"):
+    with pytest.raises(Unauthorized, match=r"^Invalid signature$"):
         verifier_for(webhook("standard-webhooks"), {"SUMMARY_WEBHOOK_SECRET": SECRET}).verify(headers, BODY)
 
 
 def test_a_changed_body_breaks_the_signature():
     with pytest.raises(Unauthorized):
-        verifier_for(webhook("standard-webhooks"), {"SUMMARY_WEBHOOK_SECRET": SECRET}).verify(signed_headers(), BODY + b" ")
+        verifier_for(webhook("standard-webhooks"), {"SUMMARY_WEBHOOK_SECRET": SECRET}).verify(
+            signed_headers(), BODY + b" "
+        )
 
 
 @pytest.mark.parametrize("skew", [-301, 301])

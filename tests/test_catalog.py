@@ -39,7 +39,10 @@ def test_a_config_mistake_is_reported_with_the_webhook_and_the_key(tmp_path, ent
 def test_two_webhooks_on_one_slug_are_refused(tmp_path):
     (tmp_path / "a.j2").write_text("{}")
     config = tmp_path / "webhooks.toml"
-    config.write_text('[[webhooks]]\nname = "a"\ntemplate = "a.j2"\n[[webhooks]]\nname = "b"\nslug = "a"\ntemplate = "a.j2"\n')
+    config.write_text(
+        '[[webhooks]]\nname = "a"\ntemplate = "a.j2"\n'
+        '[[webhooks]]\nname = "b"\nslug = "a"\ntemplate = "a.j2"\n'
+    )
     with pytest.raises(ConfigError, match="slug a used twice"):
         load_catalog(config)
 

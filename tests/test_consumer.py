@@ -13,15 +13,15 @@ import sys
 import uuid
 
 import pytest
-from relay_fixtures import Relay
 
-from devstack.prefect_api import wait_for_events
-from devstack.processes import wait_until
-from devstack.services import REPO_ROOT
-from file_relay.delivery import Webhook
+from configuration import REPO_ROOT
+from devstack.prefect_queries.events import wait_for_events
+from devstack.supervision.processes import wait_until
+from file_relay.delivery import WebhookEndpoint
 from simulators.config import read_webhook
 from simulators.consumer import NO_FAULTS, Consumer, Faults, decode, records_queues
 from simulators.ledger import ledger
+from tests.relay_fixtures import Relay
 from webhooks.catalog import load_catalog
 from webhooks.provisioning import gateway_urls, sender_settings, write_env_file
 
@@ -43,7 +43,7 @@ def emit(relay: Relay, data: bytes, times: int = 1) -> str:
     return tracking_id
 
 
-def consumer_for(relay: Relay, azurite, webhook: Webhook, faults: Faults = NO_FAULTS) -> Consumer:
+def consumer_for(relay: Relay, azurite, webhook: WebhookEndpoint, faults: Faults = NO_FAULTS) -> Consumer:
     queue, poison = records_queues(azurite.connection_string, relay.settings["RECORDS_QUEUE"])
     return Consumer(queue, poison, webhook, faults)
 
@@ -53,8 +53,8 @@ def answers(receiver) -> list[dict]:
 
 
 @pytest.fixture
-def answer_to(receiver) -> Webhook:
-    return Webhook("reconciliation", "RECONCILIATION", receiver.url(RECONCILIATION))
+def answer_to(receiver) -> WebhookEndpoint:
+    return WebhookEndpoint("reconciliation", receiver.url(RECONCILIATION))
 
 
 def test_a_file_is_reconciled_through_the_gateway_with_the_records_that_pass_the_rule(

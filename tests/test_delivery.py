@@ -7,25 +7,25 @@ import json
 from email.utils import formatdate
 
 import pytest
-from webhook_receiver import WebhookReceiver
 
-from devstack.processes import free_port
+from devstack.supervision.processes import free_port
 from file_relay.delivery import (
     DeliveryError,
     RetryPolicy,
-    Webhook,
+    WebhookEndpoint,
     WebhookSender,
     _retry_after,
     idempotency_key,
 )
+from tests.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"a shared key of some length").decode()
 FAST = RetryPolicy(attempts=4, backoff=0.01, max_delay=1.0)
 
 
-def webhook(url: str, token: str = "", secret: str = "") -> Webhook:
+def webhook(url: str, token: str = "", secret: str = "") -> WebhookEndpoint:
     key = base64.b64decode(secret.removeprefix("whsec_")) if secret else b""
-    return Webhook("summary", "SUMMARY", url, token, key)
+    return WebhookEndpoint("summary", url, token, key)
 
 
 def test_backoff_doubles_up_to_the_cap_and_a_longer_retry_after_wins():

@@ -26,10 +26,10 @@ import httpx
 import pytest
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from demo.scenarios import SCENARIOS, Observation
 from demo.stack import DemoStack, Ports, StackOptions
-from devstack.processes import ServiceError, ensure_port_free, wait_until
-from devstack.services import REPO_ROOT
+from devstack.supervision.processes import ServiceError, ensure_port_free, wait_until
 
 MARKER = "DEMO_TEST_RUN"
 
@@ -85,6 +85,7 @@ def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_demo_once_plays_the_three_scenarios_and_each_ends_as_expected(tmp_path):
     token = uuid.uuid4().hex
     result = subprocess.run(
@@ -141,6 +142,7 @@ def ctrl_c(process: subprocess.Popen) -> None:
     process.wait(timeout=90)
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_included(tmp_path):
     token = uuid.uuid4().hex
     log = tmp_path / "make-demo.out"
@@ -160,6 +162,7 @@ def test_ctrl_c_during_make_demo_stops_every_process_it_started_flow_runs_includ
     assert marked(token) == {}
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_a_file_of_ones_own_sent_as_the_demo_says_shows_its_outcome_in_the_demo(tmp_path):
     token = uuid.uuid4().hex
     log = tmp_path / "demo.out"
@@ -175,7 +178,9 @@ def test_a_file_of_ones_own_sent_as_the_demo_says_shows_its_outcome_in_the_demo(
         file_name, tracking_id = kickoff.groups()
         run = rf"  {re.escape(file_name)} \[{tracking_id}\] "
         outcome = run + r"Failed: sent 100, received 98 \(2 missing\)  http://\S+/runs/flow-run/"
-        wait_until(lambda: re.search(outcome, log.read_text()), 60, f"{file_name}'s outcome in the demo's output")
+        wait_until(
+            lambda: re.search(outcome, log.read_text()), 60, f"{file_name}'s outcome in the demo's output"
+        )
         ctrl_c(demo)
 
     assert "Every service is stopped." in log.read_text()

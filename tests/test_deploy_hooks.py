@@ -19,7 +19,8 @@ import pathspec
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from configuration import REPO_ROOT as REPO
+
 SCRIPTS = REPO / "infra" / "scripts"
 AZURE_YAML = yaml.safe_load((REPO / "azure.yaml").read_text())
 
@@ -309,7 +310,7 @@ def azd_package() -> list[str]:
         text=True,
         check=True,
     ).stdout.splitlines()
-    rules = (project / ".funcignore").read_text().splitlines() + ["local.settings.json"]
+    rules = [*(project / ".funcignore").read_text().splitlines(), "local.settings.json"]
     ignored = pathspec.GitIgnoreSpec.from_lines(rules)
     return sorted(path for path in tracked + local if not ignored.match_file(path))
 
@@ -317,7 +318,12 @@ def azd_package() -> list[str]:
 def test_azd_packages_the_function_app_and_nothing_else() -> None:
     package = azd_package()
 
-    app = ["file_relay/" + path.name for path in sorted((REPO / "file_relay").glob("*.py"))]
+    # The app's packages: file_relay and the settings declarations it shares with the other packages.
+    app = [
+        f"{package}/{path.name}"
+        for package in ("configuration", "file_relay")
+        for path in (REPO / package).glob("*.py")
+    ]
     assert package == sorted(["function_app.py", "host.json", "requirements.txt", *app])
 
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from devstack.processes import free_port
-from devstack.services import REPO_ROOT
+from configuration import REPO_ROOT
+from devstack.supervision.processes import free_port
 from prefect_flows.deployment import FlowSettings, SettingsError, kickoff_trigger
 
 
@@ -43,7 +43,7 @@ def test_a_run_limit_a_sqlite_server_cannot_carry_is_warned_about():
 
 
 @pytest.mark.parametrize(
-    "name, value",
+    ("name", "value"),
     [
         ("FLOW_RUN_LIMIT", "2.5"),
         ("FLOW_RUN_LIMIT", "0"),

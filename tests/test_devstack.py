@@ -6,7 +6,7 @@ import httpx
 import pytest
 from azure.storage.queue import QueueClient
 
-from devstack.processes import ManagedProcess, ServiceError, ensure_port_free, wait_until
+from devstack.supervision.processes import ManagedProcess, ServiceError, ensure_port_free, wait_until
 
 
 def test_a_port_in_use_is_reported_with_the_service_that_needs_it():
@@ -27,12 +27,12 @@ def test_stop_ends_the_process_and_its_children(tmp_path):
 def test_a_service_that_exits_while_starting_fails_with_its_log(tmp_path):
     process = ManagedProcess("broken", ["sh", "-c", "echo cannot open database; exit 3"], tmp_path / "b.log")
     process.start()
-    with pytest.raises(ServiceError, match="(?s)exited with code 3.*cannot open database"):
+    with pytest.raises(ServiceError, match=r"(?s)exited with code 3.*cannot open database"):
         process.wait_healthy(lambda: False, timeout=10)
 
 
 def test_wait_until_names_what_it_waited_for():
-    with pytest.raises(ServiceError, match="timed out after 0.2 s waiting for the moon"):
+    with pytest.raises(ServiceError, match=r"timed out after 0\.2 s waiting for the moon"):
         wait_until(lambda: False, 0.2, "the moon", interval=0.05)
 
 

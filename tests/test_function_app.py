@@ -7,21 +7,20 @@ import json
 import logging
 import re
 import uuid
-from pathlib import Path
 
 import jinja2
 import pytest
-from relay_fixtures import CONNECTION, decode_message
 
-from devstack.processes import free_port
+from configuration import REPO_ROOT as REPO
+from devstack.supervision.processes import free_port
 from file_relay.announcer import MissingTrackingId
 from file_relay.delivery import DeliveryError
 from file_relay.emitter import EmissionError
 from file_relay.envelopes import MAX_MESSAGE_BYTES
 from file_relay.settings import SettingsError
 from file_relay.work_item import WorkItemError
+from tests.relay_fixtures import CONNECTION, decode_message
 
-REPO = Path(__file__).resolve().parent.parent
 BLOB_CREATED = "/hooks/azure-storage"
 SUMMARY = "/hooks/summary"
 
@@ -438,6 +437,15 @@ def test_the_docs_failed_files_query_finds_file_etag_and_tracking_id_in_both_fun
     messages = [record.getMessage() for record in caplog.records]
     lines = [line for line in messages if "for trackingId" in line and fields["file"].search(line)]
     assert len(lines) == 2, messages
+    # The same fields travel as the records' own attributes (customDimensions), for filtering.
+    file_relay_records = [record for record in caplog.records if record.name.startswith("file_relay")]
+    tagged = [
+        vars(record) for record in file_relay_records if getattr(record, "trackingId", None) == tracking
+    ]
+    assert len(tagged) >= 3, messages  # announcing, emitting, emitted
+    assert {(r["file"], r["eTag"]) for r in tagged} == {
+        (f"{relay.container.container_name}/daily/ledger 1.csv", properties.etag.strip('"'))
+    }
     for line in lines:
         found = {name: pattern.search(line).group(1) for name, pattern in fields.items()}
         assert found == {

@@ -14,9 +14,10 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from devstack.prefect_api import read_events, wait_for_events
-from devstack.processes import ManagedProcess, ServiceError, free_port, wait_until
-from devstack.services import REPO_ROOT, Gateway, http_ok
+from configuration import REPO_ROOT
+from devstack.prefect_queries.events import read_events, wait_for_events
+from devstack.services import Gateway, http_ok
+from devstack.supervision.processes import ManagedProcess, ServiceError, free_port, wait_until
 from tests.webhook_examples import EXAMPLES, blob_created
 from webhooks.catalog import load_catalog
 from webhooks.limits import MAX_BODY_DEPTH, MAX_EVENT_BYTES
@@ -36,13 +37,13 @@ template = "broken.json.j2"
 
 [[webhooks]]
 name = "guarded"
-template = "{TEMPLATES / 'summary.json.j2'}"
+template = "{TEMPLATES / "summary.json.j2"}"
 auth = "bearer"
 secret_env = "LAB_TOKEN"
 
 [[webhooks]]
 name = "signed"
-template = "{TEMPLATES / 'reconciliation.json.j2'}"
+template = "{TEMPLATES / "reconciliation.json.j2"}"
 auth = "standard-webhooks"
 
 [[webhooks]]
@@ -51,18 +52,21 @@ template = "ping.json.j2"
 accept_get = true
 """
 LAB_TEMPLATES = {
-    "headers.json.j2": '{"event": "lab.headers", "resource": {"prefect.resource.id": "lab.{{ headers[\'X-Tracking-Id\'] }}", '
+    "headers.json.j2": '{"event": "lab.headers", '
+    '"resource": {"prefect.resource.id": "lab.{{ headers[\'X-Tracking-Id\'] }}", '
     '"lower": "{{ headers[\'x-tracking-id\'] }}", "upper": "{{ headers[\'X-TRACKING-ID\'] }}", '
-    '"authorization": "{{ headers[\'Authorization\'] | default(\'absent\') }}"}}',
+    "\"authorization\": \"{{ headers['Authorization'] | default('absent') }}\"}}",
     # The closing brace is missing: the rendered text is not JSON.
-    "broken.json.j2": '{"event": "lab.broken", "resource": {"prefect.resource.id": "lab.{{ body.trackingId }}"}',
-    "ping.json.j2": '{"event": "lab.ping", "resource": {"prefect.resource.id": "lab.ping.{{ headers[\'x-tracking-id\'] }}"}}',
+    "broken.json.j2": '{"event": "lab.broken", '
+    '"resource": {"prefect.resource.id": "lab.{{ body.trackingId }}"}',
+    "ping.json.j2": '{"event": "lab.ping", '
+    '"resource": {"prefect.resource.id": "lab.ping.{{ headers[\'x-tracking-id\'] }}"}}',
 }
 
 
 @pytest.fixture(scope="module")
 def lab_gateway(start_gateway, prefect_server, tmp_path_factory):
-    """A gateway with test webhooks: headers echo, a broken template, bearer and signature auth, a small body limit."""
+    """A gateway with test webhooks: headers echo, a broken template, bearer and signature auth."""
     config_dir = tmp_path_factory.mktemp("lab-config")
     (config_dir / "webhooks.toml").write_text(LAB_CONFIG)
     for name, text in LAB_TEMPLATES.items():
@@ -70,9 +74,22 @@ def lab_gateway(start_gateway, prefect_server, tmp_path_factory):
     return start_gateway(
         prefect_server.api_url,
         config=config_dir / "webhooks.toml",
-        options=["--max-body-bytes", "4096", "--body-timeout", "1", "--max-connections", "20",
-                 "--allowed-origin", "eventgrid.azure.net", "--hide-header", "X-Lab-Secret"],
-        extra_env={"LAB_TOKEN": TOKEN, "SIGNED_WEBHOOK_SECRET": "whsec_" + base64.b64encode(SIGNING_KEY).decode()},
+        options=[
+            "--max-body-bytes",
+            "4096",
+            "--body-timeout",
+            "1",
+            "--max-connections",
+            "20",
+            "--allowed-origin",
+            "eventgrid.azure.net",
+            "--hide-header",
+            "X-Lab-Secret",
+        ],
+        extra_env={
+            "LAB_TOKEN": TOKEN,
+            "SIGNED_WEBHOOK_SECRET": "whsec_" + base64.b64encode(SIGNING_KEY).decode(),
+        },
     )
 
 
@@ -84,8 +101,12 @@ def labelled(tracking: str) -> dict:
     return {"labels": {"trackingId": [tracking]}}
 
 
-@pytest.mark.parametrize(("name", "example"), EXAMPLES, ids=[f"{name}-{i}" for i, (name, _) in enumerate(EXAMPLES)])
-def test_each_webhook_turns_the_original_example_into_its_event_in_prefect(gateway, prefect_server, name, example):
+@pytest.mark.parametrize(
+    ("name", "example"), EXAMPLES, ids=[f"{name}-{i}" for i, (name, _) in enumerate(EXAMPLES)]
+)
+def test_each_webhook_turns_the_original_example_into_its_event_in_prefect(
+    gateway, prefect_server, name, example
+):
     tracking = tracking_id()
     if name == "azure-storage":
         url = f"https://account.blob.core.windows.net/incoming/{tracking}.csv"
@@ -100,7 +121,9 @@ def test_each_webhook_turns_the_original_example_into_its_event_in_prefect(gatew
         assert event["resource"] == {"prefect.resource.id": url, "url": url}
         assert event["payload"]["data"]["contentLength"] == "524288"
     else:
-        expected_name = {"summary": "Summary", "reconciliation": "Reconciliation"}.get(name, example.get("event_name"))
+        expected_name = {"summary": "Summary", "reconciliation": "Reconciliation"}.get(
+            name, example.get("event_name")
+        )
         assert event["event"] == expected_name
         assert event["resource"]["prefect.resource.id"] == f"prefect.webhook.{name}"
         labels = {key: str(value) for key, value in body.items() if key in event["resource"]}
@@ -111,7 +134,9 @@ def test_each_webhook_turns_the_original_example_into_its_event_in_prefect(gatew
 
 def test_a_form_body_fills_the_template_like_json(gateway, prefect_server):
     tracking = tracking_id()
-    response = httpx.post(gateway.hook_url("summary"), data={"totalRecordsSent": "42", "trackingId": tracking})
+    response = httpx.post(
+        gateway.hook_url("summary"), data={"totalRecordsSent": "42", "trackingId": tracking}
+    )
     assert response.status_code == 204
     (event,) = wait_for_events(prefect_server.api_url, 1, ["Summary"], labelled(tracking))
     assert event["resource"]["totalRecordsSent"] == "42"
@@ -119,8 +144,15 @@ def test_a_form_body_fills_the_template_like_json(gateway, prefect_server):
 
 def test_header_names_work_in_any_case_and_credential_headers_stay_hidden(lab_gateway, prefect_server):
     tracking = tracking_id()
-    credentials = {"Authorization": "Bearer hunter2", "Cookie": "session=hunter3", "X-Api-Key": "hunter4", "X-Lab-Secret": "hunter5"}
-    response = httpx.delete(lab_gateway.hook_url("headers"), headers={"X-Tracking-Id": tracking, **credentials})
+    credentials = {
+        "Authorization": "Bearer hunter2",
+        "Cookie": "session=hunter3",
+        "X-Api-Key": "hunter4",
+        "X-Lab-Secret": "hunter5",
+    }
+    response = httpx.delete(
+        lab_gateway.hook_url("headers"), headers={"X-Tracking-Id": tracking, **credentials}
+    )
     assert response.status_code == 204
     (event,) = wait_for_events(prefect_server.api_url, 1, resource={"id": [f"lab.{tracking}"]})
     assert (event["resource"]["lower"], event["resource"]["upper"]) == (tracking, tracking)
@@ -141,15 +173,22 @@ def failure_events(api_url: str, slug: str, marker: str) -> list[dict]:
 
 def test_a_template_error_answers_400_and_leaves_a_failure_event(lab_gateway, prefect_server):
     tracking = tracking_id()
-    response = httpx.post(lab_gateway.hook_url("broken"), json={"trackingId": tracking}, headers={"Authorization": "Bearer x"})
+    response = httpx.post(
+        lab_gateway.hook_url("broken"), json={"trackingId": tracking}, headers={"Authorization": "Bearer x"}
+    )
     assert response.status_code == 400
     assert "did not render valid JSON" in response.json()["error"]
     (failure,) = failure_events(prefect_server.api_url, "broken", tracking)
     payload = failure["payload"]
     assert payload["method"] == "POST"
     assert payload["body"] == {"trackingId": tracking}
-    assert payload["rendered"] == f'{{"event": "lab.broken", "resource": {{"prefect.resource.id": "lab.{tracking}"}}'
-    assert "authorization" not in payload["headers"] and payload["headers"]["content-type"] == "application/json"
+    assert (
+        payload["rendered"]
+        == f'{{"event": "lab.broken", "resource": {{"prefect.resource.id": "lab.{tracking}"}}'
+    )
+    assert (
+        "authorization" not in payload["headers"] and payload["headers"]["content-type"] == "application/json"
+    )
     assert "did not render valid JSON" in payload["error"]
 
 
@@ -166,7 +205,9 @@ def test_a_kickoff_without_its_event_name_answers_400_instead_of_a_nameless_even
 def test_malformed_json_answers_400_and_leaves_a_failure_event(gateway, prefect_server):
     tracking = tracking_id()
     raw = f'{{"trackingId": "{tracking}", "totalRecordsSent": '
-    response = httpx.post(gateway.hook_url("summary"), content=raw, headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        gateway.hook_url("summary"), content=raw, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
     assert "not valid JSON" in response.json()["error"]
     (failure,) = failure_events(prefect_server.api_url, "summary", tracking)
@@ -180,7 +221,9 @@ def test_a_bearer_protected_webhook_refuses_requests_without_the_token(lab_gatew
         response = httpx.post(lab_gateway.hook_url("guarded"), json=body, headers=headers)
         assert (response.status_code, response.json()["error"]) == (401, "Missing or wrong bearer token")
         assert response.headers["www-authenticate"] == "Bearer"
-    response = httpx.post(lab_gateway.hook_url("guarded"), json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = httpx.post(
+        lab_gateway.hook_url("guarded"), json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 204
     wait_for_events(prefect_server.api_url, 1, ["Summary"], labelled(tracking))
 
@@ -190,11 +233,22 @@ def test_a_signed_webhook_accepts_a_standard_webhooks_signature_only(lab_gateway
     body = json.dumps({"totalRecordsReceived": 9, "trackingId": tracking}).encode()
     timestamp = str(int(time.time()))
     digest = hmac.new(SIGNING_KEY, f"msg-{tracking}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    headers = {"Content-Type": "application/json", "webhook-id": f"msg-{tracking}", "webhook-timestamp": timestamp}
-    bad = httpx.post(lab_gateway.hook_url("signed"), content=body, headers={**headers, "webhook-signature": "v1,AAAA"})
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": f"msg-{tracking}",
+        "webhook-timestamp": timestamp,
+    }
+    bad = httpx.post(
+        lab_gateway.hook_url("signed"), content=body, headers={**headers, "webhook-signature": "v1,AAAA"}
+    )
     assert (bad.status_code, bad.json()["error"]) == (401, "Invalid signature")
     signature = "v1," + base64.b64encode(digest).decode()
-    assert httpx.post(lab_gateway.hook_url("signed"), content=body, headers={**headers, "webhook-signature": signature}).status_code == 204
+    assert (
+        httpx.post(
+            lab_gateway.hook_url("signed"), content=body, headers={**headers, "webhook-signature": signature}
+        ).status_code
+        == 204
+    )
     (event,) = wait_for_events(prefect_server.api_url, 1, ["Reconciliation"], labelled(tracking))
     assert event["resource"]["totalRecordsReceived"] == "9"
 
@@ -202,13 +256,17 @@ def test_a_signed_webhook_accepts_a_standard_webhooks_signature_only(lab_gateway
 def test_a_body_over_the_limit_gets_413(lab_gateway, prefect_server):
     tracking = tracking_id()
     too_big = {"trackingId": tracking, "padding": "x" * 5000}
-    response = httpx.post(lab_gateway.hook_url("guarded"), json=too_big, headers={"Authorization": f"Bearer {TOKEN}"})
+    response = httpx.post(
+        lab_gateway.hook_url("guarded"), json=too_big, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 413
     assert "4096 bytes" in response.json()["error"]
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
-def test_a_static_template_that_accepts_get_answers_methods_without_a_body(lab_gateway, prefect_server, method):
+def test_a_static_template_that_accepts_get_answers_methods_without_a_body(
+    lab_gateway, prefect_server, method
+):
     tracking = tracking_id()
     response = httpx.request(method, lab_gateway.hook_url("ping"), headers={"X-Tracking-Id": tracking})
     assert response.status_code == 204
@@ -218,18 +276,33 @@ def test_a_static_template_that_accepts_get_answers_methods_without_a_body(lab_g
 
 def test_event_grid_subscription_validation_is_answered(gateway):
     code = str(uuid.uuid4())
-    validation = [{
-        "id": str(uuid.uuid4()), "topic": "/subscriptions/s", "subject": "", "eventTime": "2024-05-01T12:00:00Z",
-        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
-        "data": {"validationCode": code, "validationUrl": "https://rp-eastus.eventgrid.azure.net/validate"},
-        "dataVersion": "2", "metadataVersion": "1",
-    }]
-    response = httpx.post(gateway.hook_url("azure-storage"), json=validation, headers={"aeg-event-type": "SubscriptionValidation"})
+    validation = [
+        {
+            "id": str(uuid.uuid4()),
+            "topic": "/subscriptions/s",
+            "subject": "",
+            "eventTime": "2024-05-01T12:00:00Z",
+            "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+            "data": {
+                "validationCode": code,
+                "validationUrl": "https://rp-eastus.eventgrid.azure.net/validate",
+            },
+            "dataVersion": "2",
+            "metadataVersion": "1",
+        }
+    ]
+    response = httpx.post(
+        gateway.hook_url("azure-storage"),
+        json=validation,
+        headers={"aeg-event-type": "SubscriptionValidation"},
+    )
     assert (response.status_code, response.json()) == (200, {"validationResponse": code})
 
 
 def test_the_cloudevents_options_handshake_grants_the_origin(gateway):
-    response = httpx.options(gateway.hook_url("azure-storage"), headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
+    response = httpx.options(
+        gateway.hook_url("azure-storage"), headers={"WebHook-Request-Origin": "eventgrid.azure.net"}
+    )
     assert response.status_code == 200
     assert response.headers["webhook-allowed-origin"] == "eventgrid.azure.net"
     assert response.headers["webhook-allowed-rate"] == "*"
@@ -291,23 +364,34 @@ def blob_for(tracking: str, grid_id: str) -> tuple[str, list[dict]]:
 def test_two_files_announced_with_one_event_grid_id_make_two_events_and_a_warning(gateway, prefect_server):
     # The original example's scripts send Microsoft's sample id for every file.
     grid_id = str(uuid.uuid4())
-    (first, first_body), (second, second_body) = blob_for(tracking_id(), grid_id), blob_for(tracking_id(), grid_id)
+    (first, first_body), (second, second_body) = (
+        blob_for(tracking_id(), grid_id),
+        blob_for(tracking_id(), grid_id),
+    )
     for body in (first_body, first_body, second_body):  # the first one redelivered, unchanged
         assert httpx.post(gateway.hook_url("azure-storage"), json=body).status_code == 204
-    events = wait_for_events(prefect_server.api_url, 2, ["Microsoft.Storage.BlobCreated"], {"id": [first, second]})
+    events = wait_for_events(
+        prefect_server.api_url, 2, ["Microsoft.Storage.BlobCreated"], {"id": [first, second]}
+    )
     assert sorted(event["resource"]["url"] for event in events) == sorted([first, second])
     assert f"event-id:{grid_id} came before with different content" in gateway.process.output()
     # The redelivery stayed one event: a marker sent after it is stored, so a second copy would be too.
     marker, marker_body = blob_for(tracking_id(), str(uuid.uuid4()))
     assert httpx.post(gateway.hook_url("azure-storage"), json=marker_body).status_code == 204
     wait_for_events(prefect_server.api_url, 1, resource={"id": [marker]})
-    assert len(read_events(prefect_server.api_url, ["Microsoft.Storage.BlobCreated"], {"id": [first, second]})) == 2
+    assert (
+        len(read_events(prefect_server.api_url, ["Microsoft.Storage.BlobCreated"], {"id": [first, second]}))
+        == 2
+    )
 
 
 def test_an_idempotency_key_reused_with_another_body_is_422_and_accepts_nothing(gateway, prefect_server):
     tracking, other = tracking_id(), tracking_id()
     headers = {"Idempotency-Key": f"key-{tracking}"}
-    assert httpx.post(gateway.hook_url("summary"), json={"trackingId": tracking}, headers=headers).status_code == 204
+    assert (
+        httpx.post(gateway.hook_url("summary"), json={"trackingId": tracking}, headers=headers).status_code
+        == 204
+    )
     wait_for_events(prefect_server.api_url, 1, ["Summary"], labelled(tracking))
     reused = httpx.post(gateway.hook_url("summary"), json={"trackingId": other}, headers=headers)
     assert reused.status_code == 422
@@ -321,8 +405,12 @@ def test_an_idempotency_key_reused_with_another_body_is_422_and_accepts_nothing(
 def signed_request(body: bytes, message_id: str) -> dict[str, str]:
     timestamp = str(int(time.time()))
     digest = hmac.new(SIGNING_KEY, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return {"Content-Type": "application/json", "webhook-id": message_id, "webhook-timestamp": timestamp,
-            "webhook-signature": "v1," + base64.b64encode(digest).decode()}
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+    }
 
 
 def test_a_signed_request_replayed_with_a_new_idempotency_key_is_still_one_event(lab_gateway, prefect_server):
@@ -330,19 +418,28 @@ def test_a_signed_request_replayed_with_a_new_idempotency_key_is_still_one_event
     body = json.dumps({"totalRecordsReceived": 1, "trackingId": tracking}).encode()
     headers = signed_request(body, f"msg-{tracking}")
     for replay in ("first", "second"):
-        response = httpx.post(lab_gateway.hook_url("signed"), content=body, headers={**headers, "Idempotency-Key": replay})
+        response = httpx.post(
+            lab_gateway.hook_url("signed"), content=body, headers={**headers, "Idempotency-Key": replay}
+        )
         assert response.status_code == 204
     marker = tracking_id()
     marker_body = json.dumps({"totalRecordsReceived": 1, "trackingId": marker}).encode()
-    assert httpx.post(lab_gateway.hook_url("signed"), content=marker_body, headers=signed_request(marker_body, marker)).status_code == 204
+    assert (
+        httpx.post(
+            lab_gateway.hook_url("signed"), content=marker_body, headers=signed_request(marker_body, marker)
+        ).status_code
+        == 204
+    )
     wait_for_events(prefect_server.api_url, 1, ["Reconciliation"], labelled(marker))
     assert len(read_events(prefect_server.api_url, ["Reconciliation"], labelled(tracking))) == 1
 
 
 def padded_summary(url: str, tracking: str, characters: int) -> tuple[bytes, dict]:
-    """A summary form padded with control characters (3 bytes each in the form, 6 in JSON), and the headers it is sent with."""
+    """A summary form padded with control characters (3 bytes in the form, 6 in JSON), and its headers."""
     raw = urlencode({"trackingId": tracking, "padding": "\x01" * characters}).encode()
-    request = httpx.Client().build_request("POST", url, content=raw, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    request = httpx.Client().build_request(
+        "POST", url, content=raw, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     return raw, dict(request.headers)
 
 
@@ -373,7 +470,11 @@ def test_an_event_just_under_prefects_size_limit_is_stored_and_one_over_it_is_41
 def test_a_megabyte_form_of_control_characters_is_413_not_a_silent_drop(gateway, prefect_server):
     tracking = tracking_id()
     form = f"trackingId={tracking}&padding=" + "%01" * (1024 * 1024 // 3 - 100)
-    response = httpx.post(gateway.hook_url("summary"), content=form, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = httpx.post(
+        gateway.hook_url("summary"),
+        content=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 413
     failure_events(prefect_server.api_url, "summary", tracking)
 
@@ -385,14 +486,22 @@ def test_a_body_nested_as_deep_as_prefect_stores_arrives_and_one_level_more_is_4
     assert response.status_code == 204
     wait_for_events(prefect_server.api_url, 1, ["Summary"], labelled(tracking))
     deeper = json.dumps({"trackingId": (other := tracking_id()), "deep": [deep]})
-    response = httpx.post(gateway.hook_url("summary"), content=deeper, headers={"Content-Type": "application/json"})
-    assert response.status_code == 400 and f"nested deeper than {MAX_BODY_DEPTH} levels" in response.json()["error"]
+    response = httpx.post(
+        gateway.hook_url("summary"), content=deeper, headers={"Content-Type": "application/json"}
+    )
+    assert (
+        response.status_code == 400
+        and f"nested deeper than {MAX_BODY_DEPTH} levels" in response.json()["error"]
+    )
     failure_events(prefect_server.api_url, "summary", other)
 
 
 def test_a_stalled_body_gets_408_and_its_connection_closed(lab_gateway):
     with socket.create_connection((lab_gateway.host, lab_gateway.port), timeout=10) as sock:
-        sock.sendall(b"POST /hooks/ping HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        sock.sendall(
+            b"POST /hooks/ping HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
         started = time.monotonic()
         answer = b""
         while chunk := sock.recv(4096):  # ends when the gateway closes the connection
@@ -408,20 +517,44 @@ def test_connections_beyond_the_limit_get_503_until_others_close(lab_gateway, pr
     finally:
         for sock in idle:
             sock.close()
-    wait_until(lambda: httpx.post(lab_gateway.hook_url("ping"), headers={"X-Tracking-Id": tracking_id()}).status_code == 204,
-               10, "the gateway to take requests again")
+    wait_until(
+        lambda: (
+            httpx.post(lab_gateway.hook_url("ping"), headers={"X-Tracking-Id": tracking_id()}).status_code
+            == 204
+        ),
+        10,
+        "the gateway to take requests again",
+    )
 
 
 def test_handshakes_on_a_protected_webhook_need_its_auth_or_an_allowed_origin(lab_gateway):
     code = str(uuid.uuid4())
-    validation = [{"id": code, "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "data": {"validationCode": code}}]
+    validation = [
+        {
+            "id": code,
+            "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+            "data": {"validationCode": code},
+        }
+    ]
     validate = {"aeg-event-type": "SubscriptionValidation"}
     assert httpx.post(lab_gateway.hook_url("guarded"), json=validation, headers=validate).status_code == 401
-    answer = httpx.post(lab_gateway.hook_url("guarded"), json=validation, headers={**validate, "Authorization": f"Bearer {TOKEN}"})
+    answer = httpx.post(
+        lab_gateway.hook_url("guarded"),
+        json=validation,
+        headers={**validate, "Authorization": f"Bearer {TOKEN}"},
+    )
     assert answer.json() == {"validationResponse": code}
     for origin, status in (("attacker.example", 401), ("eventgrid.azure.net", 200)):
-        assert httpx.options(lab_gateway.hook_url("guarded"), headers={"WebHook-Request-Origin": origin}).status_code == status
-    answer = httpx.options(lab_gateway.hook_url("guarded"), headers={"WebHook-Request-Origin": "a.example", "Authorization": f"Bearer {TOKEN}"})
+        assert (
+            httpx.options(
+                lab_gateway.hook_url("guarded"), headers={"WebHook-Request-Origin": origin}
+            ).status_code
+            == status
+        )
+    answer = httpx.options(
+        lab_gateway.hook_url("guarded"),
+        headers={"WebHook-Request-Origin": "a.example", "Authorization": f"Bearer {TOKEN}"},
+    )
     assert answer.headers["webhook-allowed-origin"] == "a.example"
 
 
@@ -433,7 +566,9 @@ def test_get_and_head_on_a_webhook_are_405_and_leave_no_failure_event(gateway, p
     marker = tracking_id()
     httpx.post(gateway.hook_url("mainframe"), json={"trackingId": marker})  # no event_name: a failure event
     failure_events(prefect_server.api_url, "mainframe", marker)
-    assert [event for event in read_events(prefect_server.api_url, [FAILED_EVENT]) if probe in json.dumps(event)] == []
+    assert [
+        event for event in read_events(prefect_server.api_url, [FAILED_EVENT]) if probe in json.dumps(event)
+    ] == []
 
 
 def test_a_second_gateway_on_one_queue_is_refused_naming_the_first(gateway, prefect_server, service_logs):
@@ -447,7 +582,9 @@ def test_a_second_gateway_on_one_queue_is_refused_naming_the_first(gateway, pref
     assert "--data-dir" in str(refused.value)
 
 
-def test_webhooks_without_auth_are_not_served_beyond_loopback_unless_allowed(prefect_server, service_logs, tmp_path):
+def test_webhooks_without_auth_are_not_served_beyond_loopback_unless_allowed(
+    prefect_server, service_logs, tmp_path
+):
     exposed = Gateway(tmp_path / "exposed", service_logs, prefect_server.api_url, host="0.0.0.0")
     with pytest.raises(ServiceError) as refused:
         try:
@@ -457,11 +594,16 @@ def test_webhooks_without_auth_are_not_served_beyond_loopback_unless_allowed(pre
     assert "--allow-unauthenticated" in str(refused.value)
 
 
-def test_by_default_the_queue_lives_in_the_per_user_state_folder_and_says_so(prefect_server, service_logs, tmp_path):
+def test_by_default_the_queue_lives_in_the_per_user_state_folder_and_says_so(
+    prefect_server, service_logs, tmp_path
+):
     port = free_port()
     gateway = ManagedProcess(
-        "default-gateway", [sys.executable, "-m", "webhooks", "serve", "--port", str(port)], service_logs / f"gateway-{port}.log",
-        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url, "XDG_STATE_HOME": str(tmp_path)}, cwd=REPO_ROOT,
+        "default-gateway",
+        [sys.executable, "-m", "webhooks", "serve", "--port", str(port)],
+        service_logs / f"gateway-{port}.log",
+        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url, "XDG_STATE_HOME": str(tmp_path)},
+        cwd=REPO_ROOT,
     ).start()
     try:
         gateway.wait_healthy(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 30)

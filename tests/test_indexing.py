@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from configuration import REPO_ROOT as REPO
 from file_relay.settings import SETTINGS
 
-REPO = Path(__file__).resolve().parent.parent
 INDEXER = REPO / ".venv-py313" / "bin" / "python"
 needs_indexer = pytest.mark.skipif(
     not INDEXER.exists(),
@@ -133,7 +133,8 @@ def test_the_language_workers_indexer_rejects_a_parameter_the_bindings_do_not_na
     broken = source.replace('arg_name="incoming"', 'arg_name="arrived"')
     assert broken != source
     (tmp_path / "function_app.py").write_text(broken)
-    shutil.copytree(REPO / "file_relay", tmp_path / "file_relay")
+    for package in ("configuration", "file_relay"):  # what the Function App deploys beside function_app.py
+        shutil.copytree(REPO / package, tmp_path / package)
 
     result = run_worker_indexer(tmp_path)
 

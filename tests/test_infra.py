@@ -14,11 +14,13 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pycep import BicepParser
 
-REPO = Path(__file__).resolve().parents[1]
+from configuration import REPO_ROOT as REPO
+
 INFRA = REPO / "infra"
 STATIC_TOOLS = REPO / ".venv-iac" / "bin"
 
@@ -31,7 +33,7 @@ AZURE_VALUES = {"BLOB_TRIGGER_SOURCE": "EventGrid"}
 
 
 @cache
-def bicep(relative_path: str) -> dict:
+def bicep(relative_path: str) -> Any:
     """The parsed Bicep file infra/<relative_path>."""
     return BicepParser().parse(text=(INFRA / relative_path).read_text())
 
@@ -96,7 +98,16 @@ def code_settings() -> dict:
 def test_bicep_scan_finds_nothing_unexplained() -> None:
     checkov = static_tool("checkov")
     # --skip-download: no calls to the vendor's platform; the checks ship with the pinned package.
-    command = [checkov, "--directory", INFRA, "--framework", "bicep", "--skip-download", "--output", "json"]
+    command: list[str | Path] = [
+        checkov,
+        "--directory",
+        INFRA,
+        "--framework",
+        "bicep",
+        "--skip-download",
+        "--output",
+        "json",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=240)
     try:
         report = json.loads(run.stdout)
@@ -190,7 +201,7 @@ def test_app_indexes_every_function_under_the_bicep_settings_with_references_unr
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**os.environ, **environment, "PYTHONPATH": os.pathsep.join(sys.path)},
+        env={**os.environ, **environment},
         timeout=120,
     )
     assert run.returncode == 0, run.stderr

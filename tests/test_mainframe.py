@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from devstack.prefect_api import read_events, wait_for_events
-from devstack.services import REPO_ROOT
+from configuration import REPO_ROOT
+from devstack.prefect_queries.events import read_events, wait_for_events
 from file_relay.settings import SETTINGS
 from simulators.ledger import ledger, malformed_positions, problem
 from webhooks.catalog import load_catalog

@@ -4,19 +4,22 @@ import asyncio
 import sqlite3
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from devstack.prefect_api import wait_for_events
+from devstack.prefect_queries.events import wait_for_events
 from webhooks.forwarder import Forwarder
 from webhooks.outbox import KeyReused, Outbox, OutboxFull, QueueBoundElsewhere, bind_queue
 
 
 def summary(tracking: str, **changes) -> dict:
     event = {
-        "id": str(uuid.uuid4()), "occurred": datetime.now(timezone.utc).isoformat(), "event": "Summary",
-        "resource": {"prefect.resource.id": "prefect.webhook.summary", "trackingId": tracking}, "payload": {},
+        "id": str(uuid.uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": "Summary",
+        "resource": {"prefect.resource.id": "prefect.webhook.summary", "trackingId": tracking},
+        "payload": {},
     }
     return {**event, **changes}
 
@@ -60,9 +63,11 @@ def test_an_event_prefect_refuses_is_set_aside_and_the_others_still_arrive(tmp_p
     run = uuid.uuid4()
     good = [summary(f"T-{run}-{n}") for n in range(4)]
     # Prefect's 422 echoes the whole request: a secret copied into a payload must not reach logs or /health.
-    refused = summary(f"T-{run}-refused", resource={"trackingId": "no resource id"}, payload={"cookie": "s3cret"})
+    refused = summary(
+        f"T-{run}-refused", resource={"trackingId": "no resource id"}, payload={"cookie": "s3cret"}
+    )
 
-    async def forward() -> tuple[int, int, str]:
+    async def forward() -> tuple[int, int, str | None]:
         outbox = Outbox(tmp_path / "outbox.sqlite3")
         await outbox.open()
         forwarder = Forwarder(outbox, prefect_server.api_url, max_events_per_second=100, batch_size=10)
@@ -78,7 +83,10 @@ def test_an_event_prefect_refuses_is_set_aside_and_the_others_still_arrive(tmp_p
 
     queued, rejected, last_error = asyncio.run(forward())
     assert (queued, rejected) == (0, 1)
-    assert f"Prefect refused event {refused['id']} (422): body.0.resource: Value error, Resources must include" in last_error
+    assert (
+        f"Prefect refused event {refused['id']} (422): body.0.resource: Value error, Resources must include"
+        in last_error
+    )
     assert "s3cret" not in last_error
     tracking_ids = [event["resource"]["trackingId"] for event in good]
     stored = wait_for_events(prefect_server.api_url, 4, ["Summary"], {"labels": {"trackingId": tracking_ids}})
@@ -147,7 +155,10 @@ def test_a_queue_holding_events_for_one_prefect_api_is_not_opened_for_another(tm
         await outbox.close()
 
     asyncio.run(fill())
-    with pytest.raises(QueueBoundElsewhere, match=r"holds 1 events accepted for the Prefect API http://a/api, not http://b/api"):
+    with pytest.raises(
+        QueueBoundElsewhere,
+        match=r"holds 1 events accepted for the Prefect API http://a/api, not http://b/api",
+    ):
         bind_queue(path, "http://b/api")
     assert bind_queue(path, "http://b/api", rebind=True) == "http://a/api"
     assert bind_queue(path, "http://b/api") is None
@@ -158,11 +169,15 @@ def test_a_queue_written_by_the_first_release_opens_with_its_events(tmp_path):
     event = summary("T-old")
     with sqlite3.connect(path) as old:
         old.executescript(
-            "CREATE TABLE queued (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, event BLOB NOT NULL, queued_at REAL NOT NULL);"
+            "CREATE TABLE queued (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+            "event BLOB NOT NULL, queued_at REAL NOT NULL);"
             "CREATE TABLE delivered (id TEXT PRIMARY KEY, delivered_at REAL NOT NULL) WITHOUT ROWID;"
-            "CREATE TABLE rejected (id TEXT NOT NULL, event BLOB NOT NULL, error TEXT NOT NULL, rejected_at REAL NOT NULL);"
+            "CREATE TABLE rejected "
+            "(id TEXT NOT NULL, event BLOB NOT NULL, error TEXT NOT NULL, rejected_at REAL NOT NULL);"
         )
-        old.execute("INSERT INTO queued (id, event, queued_at) VALUES (?, ?, ?)", (event["id"], b"{}", time.time()))
+        old.execute(
+            "INSERT INTO queued (id, event, queued_at) VALUES (?, ?, ?)", (event["id"], b"{}", time.time())
+        )
     old.close()
 
     async def reopen() -> list[str]:
@@ -175,23 +190,27 @@ def test_a_queue_written_by_the_first_release_opens_with_its_events(tmp_path):
     assert asyncio.run(reopen()) == [event["id"]]
 
 
-def test_a_full_disk_right_after_prefect_took_a_batch_pauses_forwarding_and_loses_nothing(tmp_path, prefect_server):
+def test_a_full_disk_right_after_prefect_took_a_batch_pauses_forwarding_and_loses_nothing(
+    tmp_path, prefect_server
+):
     run = uuid.uuid4()
     events = [summary(f"T-{run}-{n}") for n in range(200)]
 
-    async def forward() -> tuple[int, str, int]:
+    async def forward() -> tuple[int, str | None, int]:
         outbox = await opened(tmp_path / "outbox.sqlite3")
         await outbox.put(events)
         # The disk fills: SQLite cannot grow the file to remember the deliveries ("database or disk is full").
-        (pages,) = await outbox._run(lambda: outbox._db.execute("PRAGMA page_count").fetchone())
-        await outbox._run(lambda: outbox._db.execute(f"PRAGMA max_page_count = {pages}"))
+        (pages,) = await outbox._run(lambda: outbox._database.execute("PRAGMA page_count").fetchone())
+        await outbox._run(lambda: outbox._database.execute(f"PRAGMA max_page_count = {pages}"))
         forwarder = Forwarder(outbox, prefect_server.api_url, max_events_per_second=1000, batch_size=200)
         forwarder.start()
         deadline = time.monotonic() + 30
         while forwarder.restarts < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         restarts, error = forwarder.restarts, forwarder.last_error
-        await outbox._run(lambda: outbox._db.execute("PRAGMA max_page_count = 1073741823"))  # room again
+        await outbox._run(
+            lambda: outbox._database.execute("PRAGMA max_page_count = 1073741823")
+        )  # room again
         while (await outbox.stats()).queued and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         await forwarder.stop(drain_seconds=1)
@@ -203,5 +222,7 @@ def test_a_full_disk_right_after_prefect_took_a_batch_pauses_forwarding_and_lose
     assert restarts >= 2 and "database or disk is full" in error
     assert queued == 0
     tracking_ids = [event["resource"]["trackingId"] for event in events]
-    stored = wait_for_events(prefect_server.api_url, 200, ["Summary"], {"labels": {"trackingId": tracking_ids}})
+    stored = wait_for_events(
+        prefect_server.api_url, 200, ["Summary"], {"labels": {"trackingId": tracking_ids}}
+    )
     assert sorted(event["id"] for event in stored) == sorted(event["id"] for event in events)

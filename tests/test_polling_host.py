@@ -14,20 +14,20 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient
-from relay_fixtures import decode_message
-from webhook_receiver import WebhookReceiver
 
-from devstack.local_settings import local_settings
-from devstack.polling_host import POISON_BLOB_QUEUE, RECEIPTS_CONTAINER
-from devstack.processes import ManagedProcess, wait_until
-from devstack.services import REPO_ROOT
+from configuration import REPO_ROOT
+from devstack.functions_host.local_settings import local_settings
+from devstack.functions_host.polling import POISON_BLOB_QUEUE, RECEIPTS_CONTAINER
+from devstack.supervision.processes import ManagedProcess, wait_until
 from file_relay.settings import SETTINGS
+from tests.relay_fixtures import decode_message
+from tests.webhook_receiver import WebhookReceiver
 
 BLOB_CREATED = "/hooks/azure-storage"
 
 
 class StandIn:
-    """One polling host process, its settings in a local.settings.json, as the README runs it."""
+    """One polling host process, its settings in a local.settings.json, as docs/function-app.md runs it."""
 
     def __init__(self, azurite, receiver: WebhookReceiver, tmp_path: Path, log_dir: Path) -> None:
         suffix = uuid.uuid4().hex[:10]
@@ -51,7 +51,7 @@ class StandIn:
         self.container.create_container()
         # The app settings come from the file only: none leak in from this test process.
         env = {name: value for name, value in os.environ.items() if name not in {s.name for s in SETTINGS}}
-        argv = [sys.executable, "-m", "devstack.polling_host", "--settings", str(settings_file)]
+        argv = [sys.executable, "-m", "devstack.functions_host", "--settings", str(settings_file)]
         self.process = ManagedProcess(
             f"polling-host-{suffix}",
             [*argv, "--poll-seconds", "0.2", "--retry-seconds", "0"],

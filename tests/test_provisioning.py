@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from devstack.services import REPO_ROOT
+from configuration import REPO_ROOT
 from tests.prefect_cloud_double import PrefectCloudDouble
 from webhooks.catalog import load_catalog
 
@@ -25,11 +25,17 @@ def cloud():
 
 def provision(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
     """Run the provision command as a user would, with only the given Prefect settings."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "SUMMARY_"))}
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "SUMMARY_"))
+    }
     environment |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), **env}
     return subprocess.run(
         [sys.executable, "-m", "webhooks", "provision", "--env-file", str(tmp_path / "webhooks.env"), *args],
-        cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -37,8 +43,10 @@ def against(cloud: PrefectCloudDouble) -> dict[str, str]:
     return {"PREFECT_API_URL": cloud.api_url, "PREFECT_API_KEY": cloud.api_key}
 
 
-def provision_double(tmp_path, cloud: PrefectCloudDouble, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """Provision against the double: it is plain http on loopback, so the command must be told that is wanted."""
+def provision_double(
+    tmp_path, cloud: PrefectCloudDouble, *args: str, **env: str
+) -> subprocess.CompletedProcess:
+    """Provision against the double: plain http on loopback, so the command must be told it is wanted."""
     return provision(tmp_path, "--allow-any-host", *args, **against(cloud), **env)
 
 
@@ -51,10 +59,17 @@ def test_provision_creates_the_four_webhooks_from_the_repo_templates_and_writes_
     result = provision_double(tmp_path, cloud)
     assert result.returncode == 0, result.stderr
     prefix = f"/api/accounts/{cloud.account}/workspaces/{cloud.workspace}/webhooks"
-    assert [(r.method, r.path) for r in cloud.requests] == [("POST", f"{prefix}/filter")] + [("POST", f"{prefix}/")] * 4
+    assert [(r.method, r.path) for r in cloud.requests] == [("POST", f"{prefix}/filter")] + [
+        ("POST", f"{prefix}/")
+    ] * 4
     assert {r.authorization for r in cloud.requests} == {f"Bearer {cloud.api_key}"}
     assert [r.body for r in cloud.requests[1:]] == [
-        {"name": w.name, "description": w.description, "template": w.template_path.read_text(), "enabled": True}
+        {
+            "name": w.name,
+            "description": w.description,
+            "template": w.template_path.read_text(),
+            "enabled": True,
+        }
         for w in WEBHOOKS
     ]
     slugs = {webhook["name"]: webhook["slug"] for webhook in cloud.webhooks.values()}
@@ -71,7 +86,9 @@ def test_provisioning_twice_changes_nothing(tmp_path, cloud):
     cloud.requests.clear()
     result = provision_double(tmp_path, cloud)
     assert result.returncode == 0, result.stderr
-    assert [request.method + " " + request.path.rsplit("/", 1)[-1] for request in cloud.requests] == ["POST filter"]
+    assert [request.method + " " + request.path.rsplit("/", 1)[-1] for request in cloud.requests] == [
+        "POST filter"
+    ]
     assert [dict(webhook) for webhook in cloud.webhooks.values()] == first_state
     assert env_file(tmp_path) == first_file
     assert result.stdout.count("unchanged") == 4
@@ -79,24 +96,33 @@ def test_provisioning_twice_changes_nothing(tmp_path, cloud):
 
 def test_a_changed_template_is_updated_keeping_the_operators_choices(tmp_path, cloud):
     service_account = "7c1f3a8e-0000-4000-8000-000000000001"
-    old = cloud.add(name="summary", description="old", template="{}", enabled=False, service_account_id=service_account)
+    old = cloud.add(
+        name="summary", description="old", template="{}", enabled=False, service_account_id=service_account
+    )
     result = provision_double(tmp_path, cloud)
     assert result.returncode == 0, result.stderr
     (put,) = [request for request in cloud.requests if request.method == "PUT"]
     summary = next(w for w in WEBHOOKS if w.name == "summary")
     assert put.path.endswith(f"/webhooks/{old['id']}")
     assert put.body == {
-        "name": "summary", "description": summary.description, "template": summary.template,
-        "enabled": False, "service_account_id": service_account,
+        "name": "summary",
+        "description": summary.description,
+        "template": summary.template,
+        "enabled": False,
+        "service_account_id": service_account,
     }
     assert [request.body["name"] for request in cloud.requests if request.path.endswith("/webhooks/")] == [
-        "mainframe", "azure-storage", "reconciliation"
+        "mainframe",
+        "azure-storage",
+        "reconciliation",
     ]
     assert env_file(tmp_path)["SUMMARY_WEBHOOK_URL"] == f"http://127.0.0.1:{cloud.port}/hooks/{old['slug']}"
 
 
 def test_the_env_file_keeps_its_other_lines_and_gains_tokens_from_the_environment(tmp_path, cloud):
-    (tmp_path / "webhooks.env").write_text("# mine\nAZURE_STORAGE_CONNECTION_STRING=UseDevelopmentStorage=true\nSUMMARY_WEBHOOK_URL=old\n")
+    (tmp_path / "webhooks.env").write_text(
+        "# mine\nAZURE_STORAGE_CONNECTION_STRING=UseDevelopmentStorage=true\nSUMMARY_WEBHOOK_URL=old\n"
+    )
     result = provision_double(tmp_path, cloud, SUMMARY_WEBHOOK_TOKEN="pnu_service_account")
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "webhooks.env").read_text().splitlines()
@@ -115,7 +141,9 @@ def test_local_writes_the_gateways_urls_without_any_network_call(tmp_path, cloud
 
 
 def test_a_rejected_api_key_says_how_to_log_in(tmp_path, cloud):
-    result = provision(tmp_path, "--allow-any-host", PREFECT_API_URL=cloud.api_url, PREFECT_API_KEY="pnu_wrong")
+    result = provision(
+        tmp_path, "--allow-any-host", PREFECT_API_URL=cloud.api_url, PREFECT_API_KEY="pnu_wrong"
+    )
     assert result.returncode == 1
     assert "401 (is PREFECT_API_KEY valid? `prefect cloud login` sets it)" in result.stderr
     assert not (tmp_path / "webhooks.env").exists()
@@ -131,20 +159,28 @@ def test_two_webhooks_with_one_name_are_reported_not_guessed(tmp_path, cloud):
     first, second = cloud.add(name="mainframe", template="{}"), cloud.add(name="mainframe", template="{}")
     result = provision_double(tmp_path, cloud)
     assert result.returncode == 1
-    assert f"2 webhooks are named 'mainframe' in this workspace ({first['id']}, {second['id']})" in result.stderr
+    assert (
+        f"2 webhooks are named 'mainframe' in this workspace ({first['id']}, {second['id']})" in result.stderr
+    )
     assert [request.method for request in cloud.requests] == ["POST"]
 
 
 def test_a_workspace_url_on_another_host_never_gets_the_api_key(tmp_path, cloud):
     for host in (f"http://127.0.0.1:{cloud.port}", "http://api.prefect.cloud", "https://attacker.example"):
-        result = provision(tmp_path, PREFECT_API_URL=cloud.api_url.replace(f"http://127.0.0.1:{cloud.port}", host), PREFECT_API_KEY="pnu_x")
+        result = provision(
+            tmp_path,
+            PREFECT_API_URL=cloud.api_url.replace(f"http://127.0.0.1:{cloud.port}", host),
+            PREFECT_API_KEY="pnu_x",
+        )
         assert result.returncode == 1
         assert "is not on https://api.prefect.cloud" in result.stderr and "--allow-any-host" in result.stderr
     assert cloud.requests == []
 
 
 def test_a_value_with_a_line_break_is_refused_and_nothing_is_written(tmp_path, cloud):
-    result = provision_double(tmp_path, cloud, SUMMARY_WEBHOOK_TOKEN="pnu_x\nPREFECT_API_URL=http://attacker.example")
+    result = provision_double(
+        tmp_path, cloud, SUMMARY_WEBHOOK_TOKEN="pnu_x\nPREFECT_API_URL=http://attacker.example"
+    )
     assert result.returncode == 1
     assert "SUMMARY_WEBHOOK_TOKEN would span lines" in result.stderr
     assert not (tmp_path / "webhooks.env").exists()

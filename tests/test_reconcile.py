@@ -2,7 +2,7 @@
 
 from prefect.events.schemas.events import Event
 
-from devstack import pipeline_events
+from devstack.prefect_queries import pipeline_events
 from prefect_flows.reconcile import format_duration, overdue, reconcile
 from prefect_flows.stages import RECONCILIATION, TRANSFER
 

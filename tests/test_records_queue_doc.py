@@ -8,12 +8,13 @@ import re
 import shutil
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
-from relay_fixtures import decode_message
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "records-queue.md"
+from configuration import REPO_ROOT
+from tests.relay_fixtures import decode_message
+
+DOC = REPO_ROOT / "docs" / "records-queue.md"
 
 CONSUMER = """
 import java.io.*;

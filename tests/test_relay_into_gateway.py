@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from devstack.prefect_api import read_events, wait_for_events
+from devstack.prefect_queries.events import read_events, wait_for_events
 from webhooks.catalog import DEFAULT_CONFIG
 
 SIGNING_SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -18,12 +18,14 @@ TOKEN = uuid.uuid4().hex
 
 @pytest.fixture(scope="module")
 def guarded_gateway(start_gateway, prefect_server, tmp_path_factory):
-    """The repo's webhooks, with the Summary signed (Standard Webhooks) and the file announcement behind a token."""
+    """The repo's webhooks, the Summary signed (Standard Webhooks), the file announcement behind a token."""
     config = tmp_path_factory.mktemp("guarded") / "webhooks.toml"
-    text = DEFAULT_CONFIG.read_text().replace('templates/', f"{DEFAULT_CONFIG.parent}/templates/")
+    text = DEFAULT_CONFIG.read_text().replace("templates/", f"{DEFAULT_CONFIG.parent}/templates/")
     text = text.replace(
         'template = "' + f"{DEFAULT_CONFIG.parent}/templates/summary.json.j2" + '"',
-        'template = "' + f"{DEFAULT_CONFIG.parent}/templates/summary.json.j2" + '"\nauth = "standard-webhooks"',
+        'template = "'
+        + f"{DEFAULT_CONFIG.parent}/templates/summary.json.j2"
+        + '"\nauth = "standard-webhooks"',
     ).replace(
         'template = "' + f"{DEFAULT_CONFIG.parent}/templates/azure-storage.json.j2" + '"',
         'template = "' + f"{DEFAULT_CONFIG.parent}/templates/azure-storage.json.j2" + '"\nauth = "bearer"',
@@ -59,7 +61,12 @@ def test_a_file_announced_and_emitted_twice_makes_one_event_of_each_kind(
     sentinel = str(uuid.uuid4())
     httpx.post(
         guarded_gateway.hook_url("mainframe"),
-        json={"event_name": "transfer", "stage": "distributed", "file_name": "sentinel", "trackingId": sentinel},
+        json={
+            "event_name": "transfer",
+            "stage": "distributed",
+            "file_name": "sentinel",
+            "trackingId": sentinel,
+        },
     ).raise_for_status()
     wait_for_events(prefect_server.api_url, 1, ["transfer"], {"labels": {"trackingId": [sentinel]}})
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from prefect.events.schemas.events import Event
 
-from devstack import pipeline_events
+from devstack.prefect_queries import pipeline_events
 from prefect_flows.report import artifact_key, stage_rows
 from prefect_flows.stages import SUMMARY, TRANSFER
 

@@ -18,17 +18,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SCALE_DEADLINE_SECONDS
 from rich.console import Console
 
+from configuration import REPO_ROOT
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions
-from devstack.datastores import Postgres
-from devstack.proc import alive, descendants
-from devstack.processes import ServiceError, free_port, wait_until
 from devstack.scale_stack import ScaleStack
-from devstack.services import REPO_ROOT
+from devstack.services.datastores import Postgres
+from devstack.supervision.process_stats import alive, descendants
+from devstack.supervision.processes import ServiceError, free_port, wait_until
 from simulators.mainframe import Mainframe
+from tests.conftest import SCALE_DEADLINE_SECONDS
 from webhooks.provisioning import write_env_file
 
 
@@ -55,7 +55,9 @@ def senders(scale_stack: ScaleStack, tmp_path_factory: pytest.TempPathFactory) -
 def play(stack: ScaleStack, senders: DemoStack, copies: int) -> list[Observation]:
     """Play the demo's scenarios `copies` times over, all at once; what the Prefect API shows of each."""
     mainframe = Mainframe.configured(senders.options.env_file, environ=senders.app_settings())
-    player = ScenarioPlayer(stack.prefect.api_url, stack.flows.deployment()["id"], mainframe, Console())
+    deployment = stack.flows.deployment()
+    assert deployment is not None, "the scale stack deployed the flow"
+    player = ScenarioPlayer(stack.prefect.api_url, deployment["id"], mainframe, Console())
     return player.play(SCENARIOS * copies, timeout=SCALE_DEADLINE_SECONDS + 60 + 4 * copies)
 
 
@@ -108,6 +110,7 @@ def test_a_burst_of_files_ends_with_every_outcome_right_in_one_serving_process(s
     assert descendants(scale_stack.flows.process.pid) == []
 
 
+@pytest.mark.services  # starts the whole stack itself
 def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
     postgres_dir = Path(tempfile.mkdtemp(prefix="scale-postgres-"))
     command = subprocess.Popen(

@@ -2,7 +2,7 @@
 
 from prefect.events.schemas.events import Event
 
-from devstack import pipeline_events
+from devstack.prefect_queries import pipeline_events
 from prefect_flows.stages import BLOB_CREATED, RECONCILIATION, STAGES, TrackedFile
 
 FILE = TrackedFile("daily-sales.csv", "T-1")

@@ -61,6 +61,7 @@ def test_explicit_service_uris_win_and_default_credentials_are_used_without_a_cr
 def test_a_connection_that_is_not_set_names_the_setting_and_the_ways_to_set_it():
     with pytest.raises(
         SettingsError,
-        match=r"'FILES' is not set: set the app setting FILES .*FILES__blobServiceUri and FILES__queueServiceUri",
+        match=r"'FILES' is not set: set the app setting FILES .*"
+        r"FILES__blobServiceUri and FILES__queueServiceUri",
     ):
         StorageAccount("FILES", {"STORAGE_CONNECTION": "FILES"})

@@ -3,7 +3,10 @@
 TRACKING_ID = "aaa89264-c79c-11eb-b8bc-0242ac140007"
 
 
-def blob_created(url: str = "https://account.blob.core.windows.net/incoming/example-file.csv", grid_id: str = "831e1650-001e-001b-66ab-eeb76e069631") -> dict:
+def blob_created(
+    url: str = "https://account.blob.core.windows.net/incoming/example-file.csv",
+    grid_id: str = "831e1650-001e-001b-66ab-eeb76e069631",
+) -> dict:
     """An Event Grid BlobCreated event as Azure sends it (one element of the delivered array)."""
     return {
         "topic": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/account",
@@ -29,8 +32,24 @@ def blob_created(url: str = "https://account.blob.core.windows.net/incoming/exam
 
 
 EXAMPLES = [
-    ("mainframe", {"event_name": "kickoff", "file_name": "example-file-fail.csv", "stage": "on-prem", "trackingId": TRACKING_ID}),
-    ("mainframe", {"event_name": "transfer", "file_name": "example-file-fail.csv", "stage": "distributed", "trackingId": TRACKING_ID}),
+    (
+        "mainframe",
+        {
+            "event_name": "kickoff",
+            "file_name": "example-file-fail.csv",
+            "stage": "on-prem",
+            "trackingId": TRACKING_ID,
+        },
+    ),
+    (
+        "mainframe",
+        {
+            "event_name": "transfer",
+            "file_name": "example-file-fail.csv",
+            "stage": "distributed",
+            "trackingId": TRACKING_ID,
+        },
+    ),
     ("azure-storage", [blob_created()]),
     ("summary", {"totalRecordsSent": 123, "trackingId": TRACKING_ID, "fileName": "example-file-fail.csv"}),
     ("reconciliation", {"totalRecordsReceived": 123, "trackingId": TRACKING_ID}),

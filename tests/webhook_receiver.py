@@ -16,7 +16,7 @@ from typing import Any
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from devstack.processes import free_port
+from devstack.supervision.processes import free_port
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ PROTOS = SimpleNamespace(
 
 
 def main(app_dir: str) -> None:
-    sys.path.insert(0, app_dir)
+    sys.path.insert(0, app_dir)  # as the language worker does: the app's folder is its import root
     from azure_functions_runtime.bindings.meta import load_binding_registry
     from azure_functions_runtime.functions import Registry
     from azure_functions_runtime.loader import index_function_app, process_indexed_function

@@ -1,8 +1,8 @@
 """Command line: `python -m webhooks serve` runs the gateway, `python -m webhooks provision` sets up the URLs.
 
-    python -m webhooks serve [--host 127.0.0.1] [--port 4280] [--data-dir DIR] ...
-    python -m webhooks provision            # create/update the webhooks in Prefect Cloud
-    python -m webhooks provision --local    # point the senders at the gateway instead
+python -m webhooks serve [--host 127.0.0.1] [--port 4280] [--data-dir DIR] ...
+python -m webhooks provision            # create/update the webhooks in Prefect Cloud
+python -m webhooks provision --local    # point the senders at the gateway instead
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ import ipaddress
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from configuration import REPO_ROOT
+from configuration.declared import Flag, add_flags, positive
 from webhooks.catalog import DEFAULT_CONFIG, ConfigError, load_catalog
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 4280
 # A per-user state folder (XDG): the same queue whichever folder the gateway is started from.
-DEFAULT_DATA_DIR = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "prefect-webhook-gateway"
+DEFAULT_DATA_DIR = (
+    Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "prefect-webhook-gateway"
+)
 # Where the queue lived by default before: a start with the default warns while one is there.
 OLD_DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "gateway"
 DEFAULT_ENV_FILE = REPO_ROOT / "webhooks.env"
@@ -31,48 +33,110 @@ ADMIN_TOKEN_VARIABLE = "GATEWAY_ADMIN_TOKEN"
 DEFAULT_MAX_EVENTS_PER_SECOND = 500.0
 DEFAULT_BATCH_SIZE = 50
 
+# The flags, declared once: argparse and docs/gateway.md's table (python -m devstack.settings_docs) read them.
+ADDRESS_FLAGS = (
+    Flag("--host", "", "the gateway's address", value=DEFAULT_HOST),
+    Flag("--port", "", "the gateway's port", parse=int, value=DEFAULT_PORT),
+    Flag("--config", "webhooks/webhooks.toml", "webhooks config file", parse=Path, value=DEFAULT_CONFIG),
+)
+SERVE_FLAGS = (
+    *ADDRESS_FLAGS,
+    Flag(
+        "--data-dir",
+        "$XDG_STATE_HOME/prefect-webhook-gateway ($XDG_STATE_HOME: ~/.local/state if unset)",
+        "where the durable queue lives, one gateway per folder",
+        parse=Path,
+        value=DEFAULT_DATA_DIR,
+    ),
+    Flag(
+        "--rebind-queue",
+        "",
+        "forward events queued for another Prefect API to this PREFECT_API_URL",
+        action="store_true",
+    ),
+    Flag(
+        "--max-queued-bytes", "1 GiB", "events waiting for Prefect, at most; beyond, 503", parse=positive(int)
+    ),
+    Flag(
+        "--max-events-per-second",
+        "",
+        "ceiling on events sent to Prefect per second",
+        parse=positive(float),
+        value=DEFAULT_MAX_EVENTS_PER_SECOND,
+    ),
+    Flag(
+        "--batch-size",
+        "",
+        "events per POST to Prefect",
+        parse=positive(int),
+        value=DEFAULT_BATCH_SIZE,
+    ),
+    Flag(
+        "--max-in-flight",
+        "",
+        "batches on their way to Prefect at once, still within the ceiling",
+        parse=positive(int),
+        value=1,
+    ),
+    Flag("--max-body-bytes", "1 MiB", "largest accepted request body; larger gets 413", parse=positive(int)),
+    Flag(
+        "--body-timeout",
+        "10",
+        "seconds a request body may take to arrive; slower gets 408",
+        parse=positive(float),
+    ),
+    Flag(
+        "--max-connections",
+        "",
+        "open connections at most; beyond, 503",
+        parse=positive(int),
+        value=DEFAULT_MAX_CONNECTIONS,
+    ),
+    Flag(
+        "--hide-header",
+        "",
+        "a request header templates and events never see, beside Authorization, "
+        "Proxy-Authorization, Cookie and X-Api-Key (repeatable)",
+        action="append",
+        metavar="NAME",
+    ),
+    Flag(
+        "--allowed-origin",
+        "",
+        "a CloudEvents origin (WebHook-Request-Origin) whose OPTIONS handshake protected "
+        "webhooks answer without auth, e.g. eventgrid.azure.net (repeatable)",
+        action="append",
+        metavar="ORIGIN",
+    ),
+    Flag(
+        "--allow-unauthenticated",
+        "",
+        "serve webhooks without auth on a non-loopback address",
+        action="store_true",
+    ),
+)
+PROVISION_FLAGS = (
+    Flag("--local", "", "write the gateway's URLs instead; no network calls", action="store_true"),
+    *ADDRESS_FLAGS,
+    Flag("--env-file", "webhooks.env", "file to write", parse=Path, value=DEFAULT_ENV_FILE),
+    Flag(
+        "--allow-any-host",
+        "",
+        "send the API key to a PREFECT_API_URL that is not https://api.prefect.cloud",
+        action="store_true",
+    ),
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m webhooks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-
     serve = commands.add_parser("serve", help="run the webhook gateway for a self-hosted Prefect server")
-    _add_gateway_address(serve)
-    serve.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="webhooks config file (default: %(default)s)")
-    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                       help="where the durable queue lives, one gateway per folder (default: %(default)s)")
-    serve.add_argument("--rebind-queue", action="store_true",
-                       help="forward events queued for another Prefect API to this PREFECT_API_URL")
-    serve.add_argument("--max-queued-bytes", type=_positive(int), default=None,
-                       help="events waiting for Prefect, at most; beyond, 503 (default: 1 GiB)")
-    serve.add_argument("--max-events-per-second", type=_positive(float), default=DEFAULT_MAX_EVENTS_PER_SECOND,
-                       help="ceiling on events sent to Prefect per second (default: %(default)s)")
-    serve.add_argument("--batch-size", type=_positive(int), default=DEFAULT_BATCH_SIZE,
-                       help="events per POST to Prefect (default: %(default)s)")
-    serve.add_argument("--max-in-flight", type=_positive(int), default=1,
-                       help="batches on their way to Prefect at once, still within the ceiling (default: %(default)s)")
-    serve.add_argument("--max-body-bytes", type=_positive(int), default=None,
-                       help="largest accepted request body; larger gets 413 (default: 1 MiB)")
-    serve.add_argument("--body-timeout", type=_positive(float), default=None,
-                       help="seconds a request body may take to arrive; slower gets 408 (default: 10)")
-    serve.add_argument("--max-connections", type=_positive(int), default=DEFAULT_MAX_CONNECTIONS,
-                       help="open connections at most; beyond, 503 (default: %(default)s)")
-    serve.add_argument("--hide-header", action="append", default=[], metavar="NAME",
-                       help="a request header templates and events never see, beside Authorization, "
-                            "Proxy-Authorization, Cookie and X-Api-Key (repeatable)")
-    serve.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
-                       help="a CloudEvents origin (WebHook-Request-Origin) whose OPTIONS handshake protected "
-                            "webhooks answer without auth, e.g. eventgrid.azure.net (repeatable)")
-    serve.add_argument("--allow-unauthenticated", action="store_true",
-                       help="serve webhooks without auth on a non-loopback address")
-
-    provision = commands.add_parser("provision", help="create the webhooks in Prefect Cloud and write their URLs")
-    provision.add_argument("--local", action="store_true", help="write the gateway's URLs instead; no network calls")
-    _add_gateway_address(provision)
-    provision.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="webhooks config file (default: %(default)s)")
-    provision.add_argument("--env-file", type=Path, default=DEFAULT_ENV_FILE, help="file to write (default: %(default)s)")
-    provision.add_argument("--allow-any-host", action="store_true",
-                           help="send the API key to a PREFECT_API_URL that is not https://api.prefect.cloud")
+    add_flags(serve, SERVE_FLAGS)
+    provision = commands.add_parser(
+        "provision", help="create the webhooks in Prefect Cloud and write their URLs"
+    )
+    add_flags(provision, PROVISION_FLAGS)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -95,11 +159,14 @@ def _serve(args: argparse.Namespace) -> int:
     webhooks = load_catalog(args.config)
     api_url, api_key, auth_string = _prefect_settings()
     if not api_url:
-        raise ConfigError("PREFECT_API_URL is not set: set it to your Prefect server's API, e.g. http://127.0.0.1:4200/api")
+        raise ConfigError(
+            "PREFECT_API_URL is not set: set it to your Prefect server's API, e.g. http://127.0.0.1:4200/api"
+        )
     open_hooks = [webhook.slug for webhook in webhooks if webhook.auth == "none"]
     if open_hooks and not _loopback(args.host) and not args.allow_unauthenticated:
         raise ConfigError(
-            f"{', '.join(open_hooks)} take requests without auth, and {args.host} is reachable from other machines: "
+            f"{', '.join(open_hooks)} take requests without auth, and {args.host} is reachable from "
+            f"other machines: "
             f"set auth in {args.config}, listen on 127.0.0.1, or pass --allow-unauthenticated"
         )
     auth_headers = {}
@@ -114,7 +181,9 @@ def _serve(args: argparse.Namespace) -> int:
     except (QueueInUse, QueueBoundElsewhere) as error:
         raise ConfigError(str(error)) from None
     outbox = Outbox(outbox_path, args.max_queued_bytes or DEFAULT_MAX_QUEUED_BYTES)
-    forwarder = Forwarder(outbox, api_url, args.max_events_per_second, args.batch_size, auth_headers, args.max_in_flight)
+    forwarder = Forwarder(
+        outbox, api_url, args.max_events_per_second, args.batch_size, auth_headers, args.max_in_flight
+    )
     gateway = WebhookGateway(
         webhooks,
         outbox,
@@ -126,21 +195,41 @@ def _serve(args: argparse.Namespace) -> int:
         admin_token=os.environ.get(ADMIN_TOKEN_VARIABLE) or None,
     )
     base = f"http://{args.host}:{args.port}"
-    print(f"Webhook gateway on {base}, forwarding to {api_url} at up to {args.max_events_per_second:g} events/s", flush=True)
+    print(
+        f"Webhook gateway on {base}, forwarding to {api_url} "
+        f"at up to {args.max_events_per_second:g} events/s",
+        flush=True,
+    )
     for webhook in webhooks:
         print(f"  {base}/hooks/{webhook.slug}  ({webhook.name}, auth: {webhook.auth})", flush=True)
-    where = " (the default: a per-user state folder; --data-dir to choose)" if args.data_dir == DEFAULT_DATA_DIR else ""
+    where = (
+        " (the default: a per-user state folder; --data-dir to choose)"
+        if args.data_dir == DEFAULT_DATA_DIR
+        else ""
+    )
     print(f"Queue: {outbox.path}{where}   Health: {base}/health", flush=True)
     log = logging.getLogger("webhooks.gateway")
     if open_hooks:
-        log.warning("%s accept(s) requests without auth: anyone who reaches %s can make events", ", ".join(open_hooks), base)
+        log.warning(
+            "%s accept(s) requests without auth: anyone who reaches %s can make events",
+            ", ".join(open_hooks),
+            base,
+        )
     if previous_api:
         log.warning("the queue was bound to %s; now to %s", previous_api, api_url)
     if args.data_dir == DEFAULT_DATA_DIR and (OLD_DEFAULT_DATA_DIR / "outbox.sqlite3").exists():
-        log.warning("a queue from an earlier version is in %s: if it still holds events, run once with --data-dir %s",
-                    OLD_DEFAULT_DATA_DIR, OLD_DEFAULT_DATA_DIR)
+        log.warning(
+            "a queue from an earlier version is in %s: if it still holds events, run once with --data-dir %s",
+            OLD_DEFAULT_DATA_DIR,
+            OLD_DEFAULT_DATA_DIR,
+        )
     uvicorn.run(
-        gateway.app, host=args.host, port=args.port, access_log=False, log_level="warning", lifespan="on",
+        gateway.app,
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
         limit_concurrency=args.max_connections,
     )
     lock.close()
@@ -202,21 +291,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _add_gateway_address(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=DEFAULT_HOST, help="the gateway's address (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the gateway's port (default: %(default)s)")
-
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-        return value
-
-    return parse
 
 
 if __name__ == "__main__":

@@ -17,13 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from webhooks.catalog import ConfigError, Webhook
+from webhooks.errors import Unauthorized
 
 # Standard Webhooks' tolerance for the sender's clock and for replays.
 TIMESTAMP_TOLERANCE_SECONDS = 5 * 60
-
-
-class Unauthorized(Exception):
-    """The request does not prove it comes from the configured sender."""
 
 
 @dataclass(frozen=True)
@@ -70,5 +67,7 @@ def verifier_for(webhook: Webhook, environ: Mapping[str, str] = os.environ) -> V
     except binascii.Error:
         key = b""
     if not key:
-        raise ConfigError(f"{webhook.secret_env} must be a Standard Webhooks secret: whsec_ followed by base64")
+        raise ConfigError(
+            f"{webhook.secret_env} must be a Standard Webhooks secret: whsec_ followed by base64"
+        )
     return Verifier("standard-webhooks", key)

@@ -10,6 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from configuration.declared import webhook_variable
+from webhooks.errors import ConfigError
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "webhooks.toml"
 
 AUTH_SCHEMES = ("none", "bearer", "standard-webhooks")
@@ -17,10 +20,6 @@ _KEYS = {"name", "description", "template", "slug", "split_array", "accept_get",
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
 # Prefect Cloud's webhook ids are its own; the gateway's follow from the webhook's name.
 _WEBHOOK_ID_NAMESPACE = uuid.UUID("0b0c5a7e-8e4d-4f4a-9d43-5d1f7a9e2c61")
-
-
-class ConfigError(ValueError):
-    """The webhooks config file cannot be used as written."""
 
 
 @dataclass(frozen=True)
@@ -43,21 +42,16 @@ class Webhook:
         return f"prefect-cloud.webhook.{uuid.uuid5(_WEBHOOK_ID_NAMESPACE, self.name)}"
 
     @property
-    def env_prefix(self) -> str:
-        """`azure-storage` -> `AZURE_STORAGE`, the prefix of this webhook's variables."""
-        return re.sub(r"[^A-Z0-9]+", "_", self.name.upper()).strip("_")
-
-    @property
     def url_variable(self) -> str:
-        return f"{self.env_prefix}_WEBHOOK_URL"
+        return webhook_variable(self.name, "URL")
 
     @property
     def token_variable(self) -> str:
-        return f"{self.env_prefix}_WEBHOOK_TOKEN"
+        return webhook_variable(self.name, "TOKEN")
 
     @property
     def secret_variable(self) -> str:
-        return f"{self.env_prefix}_WEBHOOK_SECRET"
+        return webhook_variable(self.name, "SECRET")
 
     def secret(self, environ: Mapping[str, str] = os.environ) -> str | None:
         """The bearer token or signing secret this webhook requires, or None without auth."""
@@ -67,7 +61,7 @@ class Webhook:
         if not value:
             raise ConfigError(
                 f"webhook {self.name!r} requires {self.auth} auth but {self.secret_env} is not set: "
-                f"set it in the gateway's environment, or set auth = \"none\" in the config"
+                f'set it in the gateway\'s environment, or set auth = "none" in the config'
             )
         return value
 
@@ -127,5 +121,9 @@ def _webhook(entry: dict, index: int, path: Path) -> Webhook:
         accept_get=entry.get("accept_get", False),
         auth=auth,
     )
-    default_env = {"none": None, "bearer": webhook.token_variable, "standard-webhooks": webhook.secret_variable}
+    default_env = {
+        "none": None,
+        "bearer": webhook.token_variable,
+        "standard-webhooks": webhook.secret_variable,
+    }
     return replace(webhook, secret_env=entry.get("secret_env", default_env[auth]))

@@ -20,10 +20,11 @@ import contextlib
 import logging
 import random
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
+from webhooks.errors import ForwardError
 from webhooks.outbox import Outbox, QueuedEvent
 
 logger = logging.getLogger("webhooks.forwarder")
@@ -44,10 +45,6 @@ _HINTS = {
     403: "; the gateway's credentials may not write events",
     404: "; is PREFECT_API_URL the API's URL (it usually ends in /api)?",
 }
-
-
-class ForwardError(Exception):
-    """Prefect did not take a batch this time; it stays queued and is sent again."""
 
 
 class Pacer:
@@ -138,7 +135,7 @@ class Forwarder:
                 note = f" (forwarding starts again in {self._retry_in:.1f} s)"
                 self._record_error(f"forwarding stopped: {error!r}", logging.ERROR, note, error)
             if await self._pause(self._retry_in * random.uniform(0.8, 1.2)):
-                return
+                return None
             self._retry_in = min(LAST_RETRY_SECONDS, self._retry_in * 2)
 
     async def _run(self) -> None:
@@ -150,8 +147,8 @@ class Forwarder:
 
         def settle(task: asyncio.Task[None]) -> None:
             sending.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                crashed.append(task.exception())
+            if not task.cancelled() and (error := task.exception()) is not None:
+                crashed.append(error)
                 self.outbox.committed.set()  # wake the loop to raise it
 
         try:
@@ -228,18 +225,20 @@ class Forwarder:
             return
         if response.status_code not in REFUSED_STATUSES:
             hint = _HINTS.get(response.status_code, "")
-            raise ForwardError(f"Prefect answered {response.status_code} to POST {url}{hint}: {_reason(response)}")
+            raise ForwardError(
+                f"Prefect answered {response.status_code} to POST {url}{hint}: {_reason(response)}"
+            )
         if len(batch) > 1:
             # Find the event Prefect refuses; the others must not wait behind it.
             for item in batch:
                 await self._forward([item])
             return
-        error = f"Prefect refused event {batch[0].id} ({response.status_code}): {_reason(response)}"
-        await self.outbox.reject(batch[0], error)
-        self._record_error(error, logging.ERROR, "; kept in the outbox's `rejected` table")
+        refusal = f"Prefect refused event {batch[0].id} ({response.status_code}): {_reason(response)}"
+        await self.outbox.reject(batch[0], refusal)
+        self._record_error(refusal, logging.ERROR, "; kept in the outbox's `rejected` table")
 
     def _record_error(self, error: str, level: int, note: str, exc_info: BaseException | None = None) -> None:
-        self.last_error, self.last_error_at = error, datetime.now(timezone.utc)
+        self.last_error, self.last_error_at = error, datetime.now(UTC)
         logger.log(level, "%s%s", error, note, exc_info=exc_info)
 
 
@@ -254,6 +253,8 @@ def _reason(response: httpx.Response) -> str:
     details = answer.get("exception_detail")
     if isinstance(details, list):
         return "; ".join(
-            f"{'.'.join(map(str, detail.get('loc', [])))}: {detail.get('msg')}" for detail in details if isinstance(detail, dict)
+            f"{'.'.join(map(str, detail.get('loc', [])))}: {detail.get('msg')}"
+            for detail in details
+            if isinstance(detail, dict)
         )
     return str(answer.get("exception_message") or answer.get("detail") or response.reason_phrase)[:300]

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from webhooks.auth import Unauthorized, Verifier, verifier_for
 from webhooks.catalog import Webhook
+from webhooks.errors import BodyTooLarge
 from webhooks.forwarder import Forwarder
 from webhooks.outbox import KeyReused, Outbox, OutboxError, OutboxFull
 from webhooks.rendering import HIDDEN_HEADERS, EventRenderer
@@ -36,10 +37,6 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BODY_SECONDS = 10.0
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
-
-
-class BodyTooLarge(Exception):
-    """The request body is over the gateway's limit."""
 
 
 class WebhookGateway:
@@ -59,7 +56,8 @@ class WebhookGateway:
         admin_token: str | None = None,
     ) -> None:
         self.hooks: dict[str, tuple[EventRenderer, Verifier | None]] = {
-            webhook.slug: (EventRenderer(webhook, hidden_headers), verifier_for(webhook, environ)) for webhook in webhooks
+            webhook.slug: (EventRenderer(webhook, hidden_headers), verifier_for(webhook, environ))
+            for webhook in webhooks
         }
         self.outbox = outbox
         self.forwarder = forwarder
@@ -87,10 +85,17 @@ class WebhookGateway:
             return _error(413, f"the body is larger than the gateway's limit of {self.max_body_bytes} bytes")
         except TimeoutError:
             # The rest of the body may never come: close the connection rather than wait for it.
-            return _error(408, f"the body did not arrive within {self.body_seconds:g} s", {"Connection": "close"})
+            return _error(
+                408, f"the body did not arrive within {self.body_seconds:g} s", {"Connection": "close"}
+            )
         # Handshakes make no event, but on a protected webhook they too prove who asks.
-        handshake = request.method == "OPTIONS" or request.headers.get("aeg-event-type") == "SubscriptionValidation"
-        consented = request.method == "OPTIONS" and request.headers.get("webhook-request-origin") in self.allowed_origins
+        handshake = (
+            request.method == "OPTIONS" or request.headers.get("aeg-event-type") == "SubscriptionValidation"
+        )
+        consented = (
+            request.method == "OPTIONS"
+            and request.headers.get("webhook-request-origin") in self.allowed_origins
+        )
         if verifier is not None and not consented:
             try:
                 verifier.verify(request.headers, raw)
@@ -98,11 +103,17 @@ class WebhookGateway:
                 challenge = {"WWW-Authenticate": "Bearer"} if verifier.scheme == "bearer" else {}
                 return _error(401, str(error), challenge)
         if handshake:
-            return _abuse_protection(request) if request.method == "OPTIONS" else _subscription_validation(slug, raw)
+            return (
+                _abuse_protection(request)
+                if request.method == "OPTIONS"
+                else _subscription_validation(slug, raw)
+            )
         result = renderer.interpret(request.method, request.headers.items(), raw)
         keys = {event_id: key.key_id for event_id, key in result.keys.items()}
         try:
-            reused = await self.outbox.put(result.events + result.failures, keys, strict=result.key_from_headers)
+            reused = await self.outbox.put(
+                result.events + result.failures, keys, strict=result.key_from_headers
+            )
         except KeyReused:
             return _error(
                 422,
@@ -110,15 +121,21 @@ class WebhookGateway:
                 "different body; nothing was accepted: send a new request with a new key",
             )
         except OutboxFull as error:
-            logger.warning("refusing events: %s", error)
-            return _error(503, "the gateway's queue is full: Prefect is behind; retry later", {"Retry-After": "30"})
+            logger.warning("refusing events: %s", error, extra={"webhook": slug})
+            return _error(
+                503, "the gateway's queue is full: Prefect is behind; retry later", {"Retry-After": "30"}
+            )
         except OutboxError as error:
-            logger.error("%s", error)
+            logger.error("%s", error, extra={"webhook": slug})
             return _error(503, "the gateway cannot queue events right now; retry later", {"Retry-After": "5"})
         for event_id in reused:
             logger.warning(
-                "/hooks/%s: %s came before with different content; queued as a distinct event (%s), not dropped as a redelivery",
-                slug, result.keys[event_id].name, event_id,
+                "/hooks/%s: %s came before with different content; "
+                "queued as a distinct event (%s), not dropped as a redelivery",
+                slug,
+                result.keys[event_id].name,
+                event_id,
+                extra={"webhook": slug, "eventId": event_id},
             )
         if result.failures:
             return _error(result.status, "; ".join(result.errors))
@@ -197,7 +214,9 @@ def _subscription_validation(slug: str, raw: bytes) -> Response:
             raise ValueError(event["eventType"])
         code = event["data"]["validationCode"]
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError):
-        return _error(400, f"aeg-event-type is SubscriptionValidation but the body is not one {VALIDATION_EVENT}")
+        return _error(
+            400, f"aeg-event-type is SubscriptionValidation but the body is not one {VALIDATION_EVENT}"
+        )
     logger.info("answered Event Grid's subscription validation for /hooks/%s", slug)
     return JSONResponse({"validationResponse": code})
 

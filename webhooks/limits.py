@@ -12,6 +12,8 @@ import orjson
 import pydantic_core
 from prefect.settings import get_current_settings
 
+from webhooks.errors import EventTooLarge
+
 # Prefect refuses to publish a larger event after answering 204; it adds `received` and writes
 # some fields its own way, so keep a margin below its limit.
 MAX_EVENT_BYTES = get_current_settings().server.events.maximum_size_bytes - 1024
@@ -22,10 +24,6 @@ MAX_BODY_DEPTH = PREFECT_MAX_DEPTH - 2
 # What a failure event copies of each part of the request, at most (as JSON; a string may grow
 # up to 6 times when written as JSON).
 COPY_LIMIT_BYTES = 16 * 1024
-
-
-class EventTooLarge(ValueError):
-    """A rendered event larger than Prefect publishes."""
 
 
 def nesting_depth(value: Any) -> int:
@@ -69,4 +67,6 @@ def check_publishable(event: dict[str, Any]) -> None:
         try:
             pydantic_core.from_json(text)  # the parser Prefect's consumers read events with
         except ValueError:
-            raise ValueError(f"the event nests deeper than the {PREFECT_MAX_DEPTH} levels Prefect reads") from None
+            raise ValueError(
+                f"the event nests deeper than the {PREFECT_MAX_DEPTH} levels Prefect reads"
+            ) from None

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from webhooks.errors import KeyReused, OutboxError, OutboxFull, QueueBoundElsewhere
+
 # A redelivery this long after its event was forwarded is still recognised and dropped:
 # Event Grid retries for up to 24 hours; Prefect's own duplicate checks forget after minutes.
 REDELIVERY_WINDOW_SECONDS = 25 * 3600
@@ -34,11 +36,14 @@ DEFAULT_MAX_QUEUED_BYTES = 1024**3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queued (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, event BLOB NOT NULL, queued_at REAL NOT NULL
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, event BLOB NOT NULL,
+    queued_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS delivered (id TEXT PRIMARY KEY, delivered_at REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered (delivered_at);
-CREATE TABLE IF NOT EXISTS rejected (id TEXT NOT NULL, event BLOB NOT NULL, error TEXT NOT NULL, rejected_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rejected (
+    id TEXT NOT NULL, event BLOB NOT NULL, error TEXT NOT NULL, rejected_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bound (api_url TEXT NOT NULL);
 """
 # Added since the first release; a queue from then gains it on opening.
@@ -62,22 +67,6 @@ SELECT NOT EXISTS (SELECT 1 FROM queued WHERE id = ?2) AND NOT EXISTS (SELECT 1 
 """
 
 T = TypeVar("T")
-
-
-class OutboxError(RuntimeError):
-    """The outbox could not store events durably (disk full, file unwritable...)."""
-
-
-class OutboxFull(OutboxError):
-    """The queue holds as many bytes as it may: Prefect is behind or away."""
-
-
-class KeyReused(ValueError):
-    """A request's idempotency key came before with another body; nothing of the request was queued."""
-
-
-class QueueBoundElsewhere(ValueError):
-    """The queue holds events for another Prefect API."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +112,9 @@ class Outbox:
         await self._run(self._open)
         return await self.stats()
 
-    async def put(self, events: list[dict[str, Any]], keys: dict[str, str] | None = None, strict: bool = False) -> list[str]:
+    async def put(
+        self, events: list[dict[str, Any]], keys: dict[str, str] | None = None, strict: bool = False
+    ) -> list[str]:
         """Return once `events` are committed to disk; an id already queued or delivered is skipped.
 
         `keys` maps event ids to the idempotency keys they came from. Returns the ids queued
@@ -146,7 +137,7 @@ class Outbox:
         together (one event even when it alone is larger)."""
 
         def read() -> list[tuple[int, str, bytes]]:
-            sizes = self._db.execute(
+            sizes = self._database.execute(
                 "SELECT seq, length(event) FROM queued WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             ).fetchall()
             last, total = None, 0
@@ -158,7 +149,7 @@ class Outbox:
             if last is None:
                 return []
             query = "SELECT seq, id, event FROM queued WHERE seq > ? AND seq <= ? ORDER BY seq"
-            return self._db.execute(query, (after, last)).fetchall()
+            return self._database.execute(query, (after, last)).fetchall()
 
         return [QueuedEvent(*row) for row in await self._run(read)]
 
@@ -184,7 +175,9 @@ class Outbox:
         def write() -> None:
             with self._transaction() as db:
                 removed = self._remove(db, [item])
-                db.execute("INSERT INTO rejected VALUES (?, ?, ?, ?)", (item.id, item.event, error, time.time()))
+                db.execute(
+                    "INSERT INTO rejected VALUES (?, ?, ?, ?)", (item.id, item.event, error, time.time())
+                )
             self._queued_bytes -= removed
 
         await self._run(write)
@@ -206,8 +199,8 @@ class Outbox:
 
     async def stats(self) -> OutboxStats:
         def read() -> OutboxStats:
-            queued, oldest = self._db.execute("SELECT count(*), min(queued_at) FROM queued").fetchone()
-            (rejected,) = self._db.execute("SELECT count(*) FROM rejected").fetchone()
+            queued, oldest = self._database.execute("SELECT count(*), min(queued_at) FROM queued").fetchone()
+            (rejected,) = self._database.execute("SELECT count(*) FROM rejected").fetchone()
             age = None if oldest is None else max(0.0, time.time() - oldest)
             return OutboxStats(queued, self._queued_bytes, age, rejected)
 
@@ -228,8 +221,10 @@ class Outbox:
                 outcomes = await self._run(self._enqueue, waiting)
                 self.committed.set()
             except sqlite3.Error as error:
-                outcomes = [OutboxError(f"cannot write the gateway's queue {self.path}: {error}")] * len(waiting)
-            for put, outcome in zip(waiting, outcomes):
+                outcomes = [OutboxError(f"cannot write the gateway's queue {self.path}: {error}")] * len(
+                    waiting
+                )
+            for put, outcome in zip(waiting, outcomes, strict=True):
                 if put.future.done():  # the request was cancelled; its events are stored all the same
                     continue
                 if isinstance(outcome, Exception):
@@ -239,7 +234,9 @@ class Outbox:
 
     def _open(self) -> None:
         self._db = _connect(self.path)
-        (self._queued_bytes,) = self._db.execute("SELECT coalesce(sum(length(event)), 0) FROM queued").fetchone()
+        (self._queued_bytes,) = self._database.execute(
+            "SELECT coalesce(sum(length(event)), 0) FROM queued"
+        ).fetchone()
 
     def _enqueue(self, waiting: list[_Put]) -> list[list[str] | Exception]:
         """Queue each request's events in one transaction; what became of each request."""
@@ -247,12 +244,21 @@ class Outbox:
         added = 0
         with self._transaction() as db:
             for put in waiting:
-                reused = [event_id for event_id, key, _, _ in put.rows if key and db.execute(_KEY_REUSED, (key, event_id)).fetchone()[0]]
+                reused = [
+                    event_id
+                    for event_id, key, _, _ in put.rows
+                    if key and db.execute(_KEY_REUSED, (key, event_id)).fetchone()[0]
+                ]
                 size = sum(len(event) for _, _, event, _ in put.rows)
                 if reused and put.strict:
                     outcomes.append(KeyReused("its idempotency key came before with a different body"))
                 elif self._queued_bytes + added + size > self.max_queued_bytes:
-                    outcomes.append(OutboxFull(f"the queue holds {self._queued_bytes + added} bytes, its limit is {self.max_queued_bytes}"))
+                    outcomes.append(
+                        OutboxFull(
+                            f"the queue holds {self._queued_bytes + added} bytes, "
+                            f"its limit is {self.max_queued_bytes}"
+                        )
+                    )
                 else:
                     added += sum(len(row[2]) for row in put.rows if db.execute(_ENQUEUE, row).rowcount)
                     outcomes.append(reused)
@@ -262,17 +268,28 @@ class Outbox:
     @staticmethod
     def _remove(db: sqlite3.Connection, items: list[QueuedEvent]) -> int:
         """Delete `items` from the queue; the bytes that freed."""
-        return sum(len(item.event) for item in items if db.execute("DELETE FROM queued WHERE seq = ?", (item.seq,)).rowcount)
+        return sum(
+            len(item.event)
+            for item in items
+            if db.execute("DELETE FROM queued WHERE seq = ?", (item.seq,)).rowcount
+        )
+
+    @property
+    def _database(self) -> sqlite3.Connection:
+        """The open connection; an OutboxError before open() or after close()."""
+        if self._db is None:
+            raise OutboxError(f"the gateway's queue {self.path} is not open")
+        return self._db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._database.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            yield self._database
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._database.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        self._database.execute("COMMIT")
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -307,9 +324,9 @@ def bind_queue(path: Path, api_url: str, rebind: bool = False) -> str | None:
         (queued,) = db.execute("SELECT count(*) FROM queued").fetchone()
         if previous is not None and queued and not rebind:
             raise QueueBoundElsewhere(
-                f"the queue {path} holds {queued} events accepted for the Prefect API {previous}, not {api_url}: "
-                f"start the gateway with PREFECT_API_URL={previous} to deliver them there, or pass --rebind-queue "
-                f"to send them to {api_url}, or use another --data-dir"
+                f"the queue {path} holds {queued} events accepted for the Prefect API {previous}, "
+                f"not {api_url}: start the gateway with PREFECT_API_URL={previous} to deliver them there, "
+                f"or pass --rebind-queue to send them to {api_url}, or use another --data-dir"
             )
         db.execute("DELETE FROM bound")
         db.execute("INSERT INTO bound VALUES (?)", (api_url,))

@@ -21,15 +21,15 @@ from urllib.parse import urlsplit
 import httpx
 
 from webhooks.catalog import Webhook
+from webhooks.errors import ProvisioningError
 
 _WORKSPACE_PATH = re.compile(r"/api/accounts/[0-9a-fA-F-]{36}/workspaces/[0-9a-fA-F-]{36}/?$")
 # Where Prefect Cloud's API answers: the API key goes nowhere else unless told.
 CLOUD_API_HOST = "api.prefect.cloud"
-_HINTS = {401: " (is PREFECT_API_KEY valid? `prefect cloud login` sets it)", 403: " (may this key manage webhooks?)"}
-
-
-class ProvisioningError(RuntimeError):
-    """Prefect Cloud could not be brought in line with the webhooks config."""
+_HINTS = {
+    401: " (is PREFECT_API_KEY valid? `prefect cloud login` sets it)",
+    403: " (may this key manage webhooks?)",
+}
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class CloudWebhooks:
         parts = urlsplit(api_url)
         if (parts.scheme, parts.hostname) != ("https", CLOUD_API_HOST) and not allow_any_host:
             raise ProvisioningError(
-                f"PREFECT_API_URL ({api_url}) is not on https://{CLOUD_API_HOST}, and it would receive the API key: "
-                f"run `prefect cloud login`, or pass --allow-any-host if that server is yours"
+                f"PREFECT_API_URL ({api_url}) is not on https://{CLOUD_API_HOST}, and it would receive "
+                f"the API key: run `prefect cloud login`, or pass --allow-any-host if that server is yours"
             )
         if not api_key:
             raise ProvisioningError("PREFECT_API_KEY is not set: run `prefect cloud login` or set it")
@@ -84,7 +84,10 @@ class CloudWebhooks:
             raise ProvisioningError(f"cannot reach Prefect Cloud at {url}: {error!r}") from None
         if response.is_error:
             hint = _HINTS.get(response.status_code, "")
-            raise ProvisioningError(f"Prefect Cloud answered {response.status_code}{hint} to {method} {url}: {response.text[:300]}")
+            raise ProvisioningError(
+                f"Prefect Cloud answered {response.status_code}{hint} to {method} {url}: "
+                f"{response.text[:300]}"
+            )
         return response
 
 
@@ -98,10 +101,18 @@ def provision_cloud(webhooks: list[Webhook], cloud: CloudWebhooks) -> list[Provi
         matches = existing.get(webhook.name, [])
         if len(matches) > 1:
             ids = ", ".join(remote["id"] for remote in matches)
-            raise ProvisioningError(f"{len(matches)} webhooks are named {webhook.name!r} in this workspace ({ids}); delete all but one")
+            raise ProvisioningError(
+                f"{len(matches)} webhooks are named {webhook.name!r} in this workspace ({ids}); "
+                "delete all but one"
+            )
         if not matches:
             created = cloud.create(
-                {"name": webhook.name, "description": webhook.description, "template": webhook.template, "enabled": True}
+                {
+                    "name": webhook.name,
+                    "description": webhook.description,
+                    "template": webhook.template,
+                    "enabled": True,
+                }
             )
             results.append(Provisioned(webhook, "created", cloud.hooks_root + created["slug"]))
             continue
@@ -130,29 +141,40 @@ def gateway_urls(webhooks: list[Webhook], host: str, port: int) -> list[Provisio
         host = "127.0.0.1"
     elif ":" in host:
         host = f"[{host}]"
-    return [Provisioned(webhook, "local", f"http://{host}:{port}/hooks/{webhook.slug}") for webhook in webhooks]
+    return [
+        Provisioned(webhook, "local", f"http://{host}:{port}/hooks/{webhook.slug}") for webhook in webhooks
+    ]
 
 
-def sender_settings(provisioned: list[Provisioned], environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+def sender_settings(
+    provisioned: list[Provisioned], environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
     """Each webhook's URL, plus its token or signing secret when the environment has one."""
     values: dict[str, str] = {}
     for result in provisioned:
         webhook = result.webhook
         values[webhook.url_variable] = result.url
-        sources = {webhook.token_variable: webhook.token_variable, webhook.secret_variable: webhook.secret_variable}
+        sources: dict[str, str | None] = {
+            webhook.token_variable: webhook.token_variable,
+            webhook.secret_variable: webhook.secret_variable,
+        }
         if webhook.auth == "bearer":
             sources[webhook.token_variable] = webhook.secret_env
         elif webhook.auth == "standard-webhooks":
             sources[webhook.secret_variable] = webhook.secret_env
-        values |= {name: environ[source] for name, source in sources.items() if environ.get(source)}
+        values |= {
+            name: environ[source] for name, source in sources.items() if source and environ.get(source)
+        }
     return values
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
-    """Set `values` in a dotenv file, keeping its other lines; readable by its owner only, from its first byte."""
+    """Set `values` in a dotenv file, keeping its other lines; only its owner can read it, ever."""
     broken = sorted(name for name, value in values.items() if any(stop in value for stop in "\r\n\0"))
     if broken:
-        raise ProvisioningError(f"{', '.join(broken)} would span lines in {path}: remove the line break from the value")
+        raise ProvisioningError(
+            f"{', '.join(broken)} would span lines in {path}: remove the line break from the value"
+        )
     lines = path.read_text().splitlines() if path.exists() else []
     remaining = dict(values)
     updated = []

@@ -7,11 +7,9 @@ import os
 from pathlib import Path
 from typing import IO
 
+from webhooks.errors import QueueInUse
+
 LOCK_FILE = "gateway.lock"
-
-
-class QueueInUse(RuntimeError):
-    """Another gateway holds the queue."""
 
 
 def lock_queue(data_dir: Path, host: str, port: int) -> IO[str]:
@@ -21,7 +19,7 @@ def lock_queue(data_dir: Path, host: str, port: int) -> IO[str]:
     crashed gateway never blocks the next one. The file tells a second gateway who holds it.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(data_dir / LOCK_FILE, "a+")
+    lock = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held open while the gateway serves
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

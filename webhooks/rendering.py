@@ -14,7 +14,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,6 +30,7 @@ from prefect.settings import get_current_settings
 from pydantic import ValidationError
 
 from webhooks.catalog import ConfigError, Webhook
+from webhooks.errors import MalformedBody
 from webhooks.limits import MAX_BODY_DEPTH, EventTooLarge, check_publishable, excerpt, nesting_depth
 
 # Prefect Cloud's name for it, so automations move between Cloud and the gateway unchanged.
@@ -42,14 +43,6 @@ HIDDEN_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x
 # Fields Prefect parses rather than takes as they are; the gateway fills them unless a template does.
 _PARSED_FIELDS = frozenset({"id", "occurred", "follows"})
 _LIMITS = get_current_settings().server.events
-
-
-class MalformedBody(ValueError):
-    """A body declared as JSON that is not JSON (or is nested too deep to be used)."""
-
-    def __init__(self, message: str, text: str) -> None:
-        super().__init__(message)
-        self.text = text
 
 
 class RequestHeaders(dict):
@@ -90,7 +83,9 @@ def parse_body(content_type: str, raw: bytes) -> Any:
     # Nesting needs brackets: most bodies have too few to be deep, and skip the walk.
     if raw.count(b"[") + raw.count(b"{") > MAX_BODY_DEPTH and nesting_depth(body) > MAX_BODY_DEPTH:
         if declared:
-            raise MalformedBody(f"the body is nested deeper than {MAX_BODY_DEPTH} levels, more than Prefect stores", text)
+            raise MalformedBody(
+                f"the body is nested deeper than {MAX_BODY_DEPTH} levels, more than Prefect stores", text
+            )
         return text
     return body
 
@@ -202,7 +197,9 @@ class EventRenderer:
             rendered = None
             try:
                 rendered = self._template.render(method=method, headers=headers, body=element_body)
-                key = _idempotency_key(self.webhook.slug, header_key, raw, element_body, index if split else None)
+                key = _idempotency_key(
+                    self.webhook.slug, header_key, raw, element_body, index if split else None
+                )
                 event = self._complete(rendered, method, headers, element_body, key)
                 check_publishable(event)
                 result.events.append(event)
@@ -216,7 +213,9 @@ class EventRenderer:
                 result.failures.append(self._failure(method, headers, element_body, rendered, message))
         return result
 
-    def _complete(self, rendered: str, method: str, headers: RequestHeaders, body: Any, key: EventKey | None) -> dict:
+    def _complete(
+        self, rendered: str, method: str, headers: RequestHeaders, body: Any, key: EventKey | None
+    ) -> dict:
         try:
             event = orjson.loads(rendered)
         except orjson.JSONDecodeError as error:
@@ -225,7 +224,9 @@ class EventRenderer:
             raise ValueError(f"the template must render a JSON object, not {type(event).__name__}")
         if event.get("event") == "":
             # Prefect would store it, but an event without a name matches no trigger: a lost kickoff.
-            raise ValueError("the template rendered an empty event name: does the body have the field it reads?")
+            raise ValueError(
+                "the template rendered an empty event name: does the body have the field it reads?"
+            )
         chosen = event.keys() & _PARSED_FIELDS
         if "id" not in event:
             event["id"] = key.event_id if key else str(uuid.uuid4())
@@ -240,7 +241,9 @@ class EventRenderer:
             check_event(event)
         return event
 
-    def _failure(self, method: str, headers: RequestHeaders, body: Any, rendered: str | None, error: str) -> dict:
+    def _failure(
+        self, method: str, headers: RequestHeaders, body: Any, rendered: str | None, error: str
+    ) -> dict:
         copied = {"headers": dict(headers), "body": body, "rendered": rendered, "error": error}
         return {
             "id": str(uuid.uuid4()),
@@ -269,7 +272,9 @@ def check_event(event: dict[str, Any]) -> None:
     if not isinstance(related, list):
         raise ValueError("related: Input should be a valid list")
     if len(related) > _LIMITS.maximum_related_resources:
-        raise ValueError(f"related: The maximum number of related resources is {_LIMITS.maximum_related_resources}")
+        raise ValueError(
+            f"related: The maximum number of related resources is {_LIMITS.maximum_related_resources}"
+        )
     for index, resource in enumerate(related):
         _check_resource(resource, f"related.{index}", "prefect.resource.role")
     if not isinstance(event.get("payload"), dict):
@@ -283,13 +288,17 @@ def _check_resource(resource: Any, where: str, required_role: str | None) -> Non
         if not isinstance(value, str):
             raise ValueError(f"{where}.{label}: Input should be a valid string")
     if len(resource) > _LIMITS.maximum_labels_per_resource:
-        raise ValueError(f"{where}: The maximum number of labels per resource is {_LIMITS.maximum_labels_per_resource}")
+        raise ValueError(
+            f"{where}: The maximum number of labels per resource is {_LIMITS.maximum_labels_per_resource}"
+        )
     for label in ("prefect.resource.id", required_role):
         if label and not resource.get(label):
             raise ValueError(f"{where}: Resources must include a non-empty {label} label")
 
 
-def _idempotency_key(slug: str, header_key: str | None, raw: bytes, body: Any, index: int | None) -> EventKey | None:
+def _idempotency_key(
+    slug: str, header_key: str | None, raw: bytes, body: Any, index: int | None
+) -> EventKey | None:
     """The request's key (per element when split) over its body, else an Event Grid or CloudEvents
     event id over that event's content: only a true redelivery makes the same event id again."""
     if header_key:
@@ -317,4 +326,4 @@ def _describe(error: Exception) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()

@@ -8,11 +8,12 @@ registered bindings, and queue outputs and poison queues behave as `host.json` c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, Generic, TypeVar
 
@@ -24,8 +25,10 @@ from azure.functions.queue import QueueMessageInConverter
 from azure.storage.queue import BinaryBase64DecodePolicy, QueueClient, QueueMessage, TextBase64EncodePolicy
 from azurefunctions.extensions.base import Datum
 
+from configuration import REPO_ROOT
+
 T = TypeVar("T")
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+HOST_JSON = REPO_ROOT / "host.json"
 
 
 class Output(func.Out[T], Generic[T]):
@@ -37,7 +40,7 @@ class Output(func.Out[T], Generic[T]):
     def set(self, val: T) -> None:
         self.value = val
 
-    def get(self) -> T | None:
+    def get(self) -> T | None:  # type: ignore[override]  # None until the function sets it
         return self.value
 
 
@@ -59,10 +62,14 @@ def queue_message_binding(message: QueueMessage) -> func.QueueMessage:
         "Id": meta.Datum(message.id, "string"),
         "DequeueCount": meta.Datum(message.dequeue_count, "int"),
         "PopReceipt": meta.Datum(message.pop_receipt, "string"),
-        "InsertionTime": meta.Datum(message.inserted_on.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "string"),
-        "ExpirationTime": meta.Datum(message.expires_on.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "string"),
+        "InsertionTime": meta.Datum(_host_time(message.inserted_on), "string"),
+        "ExpirationTime": meta.Datum(_host_time(message.expires_on), "string"),
     }
     return QueueMessageInConverter.decode(meta.Datum(message.content, "bytes"), trigger_metadata=metadata)
+
+
+def _host_time(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S+00:00") if moment else None
 
 
 @dataclass
@@ -112,14 +119,15 @@ class FunctionHost:
         self.retry_seconds = retry_seconds
         self.visibility_timeout = 30
         app.functions_bindings = None  # get_functions() caches; a fresh read sees every function
-        self.functions = {
-            function.get_function_name(): RegisteredFunction(
-                function.get_function_name(),
+        registered = (
+            RegisteredFunction(
+                str(function.get_function_name()),  # every function of the app is named
                 function.get_user_function(),
                 json.loads(function.get_function_json())["bindings"],
             )
             for function in app.get_functions()
-        }
+        )
+        self.functions = {function.name: function for function in registered}
 
     def queue(self, connection: str, name: str) -> QueueClient:
         """A queue client that reads and writes base64 messages, as the host's queue extension does."""
@@ -129,10 +137,8 @@ class FunctionHost:
             message_encode_policy=TextBase64EncodePolicy(),
             message_decode_policy=BinaryBase64DecodePolicy(),
         )
-        try:
+        with contextlib.suppress(ResourceExistsError):
             client.create_queue()
-        except ResourceExistsError:
-            pass
         return client
 
     def run_blob_trigger(self, function_name: str, blob_name: str) -> dict[str, Any]:
@@ -141,7 +147,7 @@ class FunctionHost:
         trigger = function.trigger
         container = trigger["path"].split("/", 1)[0]
         incoming = blob_client_binding(trigger["connection"], container, blob_name)
-        outputs = {binding["name"]: Output() for binding in function.outputs}
+        outputs: dict[str, Output[Any]] = {binding["name"]: Output() for binding in function.outputs}
         function.user_function(**{trigger["name"]: incoming}, **outputs)
         for binding in function.outputs:
             value = outputs[binding["name"]].get()

@@ -1,4 +1,4 @@
-"""A long-running stand-in for the Functions host where `func` is missing: `python -m devstack.polling_host`.
+"""A long-running Functions host stand-in, where `func` is missing: `python -m devstack.functions_host`.
 
 FunctionHost runs each registered function with the binding objects the host passes; this adds
 what the host does around them with a `LogsAndContainerScan` blob trigger and a queue trigger:
@@ -16,12 +16,13 @@ are read from the environment, as the host reads them; `--settings local.setting
 file's values for names the environment does not set (as `func start` does). Blobs and queues
 are polled on threads of their own, so a long emission delays no announcement.
 
-    .venv/bin/python -m devstack.polling_host --settings local.settings.json
+    .venv/bin/python -m devstack.functions_host --settings local.settings.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -36,9 +37,9 @@ from pathlib import Path
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobProperties, ContainerClient
 
-from devstack.function_host import FunctionHost, RegisteredFunction
+from devstack.functions_host.invoker import FunctionHost, RegisteredFunction
 
-logger = logging.getLogger("devstack.polling_host")
+logger = logging.getLogger("devstack.functions_host.polling")
 
 HOST_STORAGE = "AzureWebJobsStorage"
 RECEIPTS_CONTAINER = "azure-webjobs-hosts"
@@ -211,7 +212,9 @@ def load_settings_file(path: Path) -> None:
     try:
         values = json.loads(path.read_text())["Values"]
     except FileNotFoundError:
-        sys.exit(f"{path} not found: write it with `.venv/bin/python -m devstack.local_settings`")
+        sys.exit(
+            f"{path} not found: write it with `.venv/bin/python -m devstack.functions_host.local_settings`"
+        )
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         sys.exit(f"{path} is not a local.settings.json file with a Values object ({error})")
     for name, value in values.items():
@@ -242,10 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     app = importlib.import_module("function_app").app
     polling = PollingHost(FunctionHost(app, retry_seconds=args.retry_seconds), args.poll_seconds)
-    try:
+    with contextlib.suppress(ResourceExistsError):
         polling.receipts.create_container()
-    except ResourceExistsError:
-        pass
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

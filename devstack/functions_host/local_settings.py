@@ -4,8 +4,8 @@ Values are the defaults from `file_relay.settings.SETTINGS`, Azurite as storage,
 gateway's webhook URLs, and whatever `webhooks.env` (written by `python -m webhooks provision`)
 sets for the Function App's webhook settings.
 
-    .venv/bin/python -m devstack.local_settings            # local.settings.json from webhooks.env
-    .venv/bin/python -m devstack.local_settings --sample   # local.settings.json.sample (committed)
+    .venv/bin/python -m devstack.functions_host.local_settings           # from webhooks.env
+    .venv/bin/python -m devstack.functions_host.local_settings --sample  # the committed sample
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from configuration import REPO_ROOT
+from configuration.declared import webhook_variable
 from file_relay.settings import GATEWAY_URL, SETTINGS, WEBHOOKS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DEFAULTS = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
-    **{f"{prefix}_WEBHOOK_URL": f"{GATEWAY_URL}/{name}" for name, prefix in WEBHOOKS.items()},
+    **{webhook_variable(name, "URL"): f"{GATEWAY_URL}/{name}" for name in WEBHOOKS},
 }
 
 
