@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from devstack.processes import free_port, wait_until
+from devstack.supervision.processes import free_port, wait_until
 
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
@@ -60,11 +60,13 @@ class ApiCounter:
                 Route("/{path:path}", self._http, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", ws_ping_interval=None)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="api-counter", daemon=True)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", ws_ping_interval=None
+        )
+        server = self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=server.run, name="api-counter", daemon=True)
         self._thread.start()
-        wait_until(lambda: self._server.started, 10, "the API counter to listen")
+        wait_until(lambda: server.started, 10, "the API counter to listen")
         return self
 
     def stop(self) -> None:
@@ -111,7 +113,7 @@ class ApiCounter:
                         await client.send_text(message if isinstance(message, str) else message.decode())
 
             tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
         with contextlib.suppress(RuntimeError):

@@ -44,24 +44,22 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+from api_counter import ApiCounter
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from api_counter import ApiCounter  # noqa: E402
-
-from devstack import pipeline_events as events  # noqa: E402
-from devstack.flow_runs import FINAL_STATES, runs_by_kickoff, timestamp, wait_for_run  # noqa: E402
-from devstack.flow_server import FlowServer  # noqa: E402
-from devstack.proc import cpu_seconds, descendants, pss_kib  # noqa: E402
-from devstack.processes import ServiceError, wait_until  # noqa: E402
-from devstack.scale_stack import ScaleStack  # noqa: E402
-from devstack.services import REPO_ROOT, PrefectServer  # noqa: E402
-from prefect_flows.deployment import same_deadlines  # noqa: E402
+from configuration import REPO_ROOT
+from devstack.prefect_queries import pipeline_events as events
+from devstack.prefect_queries.flow_runs import FINAL_STATES, runs_by_kickoff, timestamp, wait_for_run
+from devstack.scale_stack import ScaleStack
+from devstack.services import PrefectServer
+from devstack.services.flow_server import FlowServer
+from devstack.supervision.process_stats import cpu_seconds, descendants, pss_kib
+from devstack.supervision.processes import ServiceError, wait_until
+from prefect_flows.deployment import same_deadlines
 
 TARGETS = {
     "pss_mib_per_waiting_file": 1.0,
@@ -131,7 +129,11 @@ class File:
     def stages(self) -> list[dict[str, Any]]:
         """Its four stage events, stamped when first asked for: when they are about to be sent."""
         if not self._stages:
-            received = {"mismatched": self.sent - 3, "invalid": f"{self.sent}x"}.get(self.kind, self.sent)
+            received: int | str = self.sent
+            if self.kind == "mismatched":
+                received = self.sent - 3
+            elif self.kind == "invalid":
+                received = f"{self.sent}x"
             self._stages = events.stages(self.file_name, self.tracking_id, self.sent, received)
         return self._stages
 
@@ -152,8 +154,14 @@ class File:
         sent = self.sent
         return {
             "mismatched": ("FAILED", re.escape(f"sent {sent}, received {sent - 3} (3 missing)")),
-            "invalid": ("FAILED", r"Reconciliation event \S+ has totalRecordsReceived '\d+x', which is not a whole number"),
-            "overdue": ("FAILED", r"overdue: waited .+ after kickoff, never saw Reconciliation \(deadline .+\)"),
+            "invalid": (
+                "FAILED",
+                r"Reconciliation event \S+ has totalRecordsReceived '\d+x', which is not a whole number",
+            ),
+            "overdue": (
+                "FAILED",
+                r"overdue: waited .+ after kickoff, never saw Reconciliation \(deadline .+\)",
+            ),
         }.get(self.kind, ("COMPLETED", re.escape(f"{sent} records sent, {sent} received")))
 
 
@@ -166,8 +174,8 @@ class FlowBench:
         self.logs = work / "logs"
         self.http = httpx.Client(timeout=120)
         self.stack: ScaleStack | None = None
-        self.server: PrefectServer | None = None
-        self.flow: FlowServer | None = None
+        self._server: PrefectServer | None = None
+        self._flow: FlowServer | None = None
         self.postgres_dir: Path | None = None
 
     # -- the stack and the serving process
@@ -177,10 +185,20 @@ class FlowBench:
         if self.args.stack == "scale":
             self.postgres_dir = Path(tempfile.mkdtemp(prefix="bench-flow-postgres-"))
             self.stack = ScaleStack(self.work, self.postgres_dir, flow_settings=deadlines).start(progress)
-            self.server = self.stack.prefect
+            self._server = self.stack.prefect
             self.stack.flows.stop()  # the benchmark starts its own serve.py, several times
         else:
-            self.server = PrefectServer(self.work / "prefect", self.logs).start()
+            self._server = PrefectServer(self.work / "prefect", self.logs).start()
+
+    @property
+    def server(self) -> PrefectServer:
+        assert self._server, "start_stack() first"
+        return self._server
+
+    @property
+    def flow(self) -> FlowServer:
+        assert self._flow, "serve() first"
+        return self._flow
 
     @property
     def api(self) -> str:
@@ -188,8 +206,8 @@ class FlowBench:
 
     def serve(self, serving: str, run_limit: int, name: str, api_url: str | None = None) -> FlowServer:
         """Start serve.py (stopping any earlier one); `api_url` points it elsewhere (the counter)."""
-        if self.flow:
-            self.flow.stop()
+        if self._flow:
+            self._flow.stop()
         settings = {
             **same_deadlines(self.args.deadline),
             "FLOW_SERVING": serving,
@@ -198,17 +216,17 @@ class FlowBench:
         }
         if api_url:
             settings["PREFECT_API_URL"] = api_url
-        self.flow = FlowServer(self.server, self.logs, settings=settings, name=name).start(timeout=180)
-        self.deployment_id = self.flow.deployment()["id"]
-        return self.flow
+        self._flow = FlowServer(self.server, self.logs, settings=settings, name=name).start(timeout=180)
+        self.deployment_id = self._flow.deployment_id()
+        return self._flow
 
     def stop(self) -> None:
-        if self.flow:
-            self.flow.stop()
+        if self._flow:
+            self._flow.stop()
         if self.stack:
             self.stack.stop()
-        elif self.server:
-            self.server.stop()
+        elif self._server:
+            self._server.stop()
         if self.postgres_dir:
             shutil.rmtree(self.postgres_dir, ignore_errors=True)
         self.http.close()
@@ -282,6 +300,7 @@ class FlowBench:
 
     def serving_pids(self) -> tuple[int, list[int]]:
         """The serving process and the processes it started (one per run under Prefect's runner)."""
+        assert self.flow.process, "started by serve()"
         return self.flow.process.pid, descendants(self.flow.process.pid)
 
     # -- phases
@@ -324,7 +343,7 @@ class FlowBench:
             done = counter.snapshot()
         finally:
             self.flow.stop()
-            self.flow = None
+            self._flow = None
             counter.stop()
         # What the files cost: all that was asked while they ran, less the polling that waiting
         # alone asks for in as long a time.
@@ -342,7 +361,9 @@ class FlowBench:
             serving=serving,
             files=count,
             requests_per_file=round(sum(per_route.values()), 1),
-            websocket_messages_per_file=round((sum(messages.values()) - sum(idle_messages.values()) * scale) / count, 1),
+            websocket_messages_per_file=round(
+                (sum(messages.values()) - sum(idle_messages.values()) * scale) / count, 1
+            ),
             idle_requests_per_minute=round(sum(idle_requests.values()) / self.args.idle_seconds * 60, 1),
             by_route_per_file=dict(sorted(per_route.items(), key=lambda item: -item[1])),
         )
@@ -378,6 +399,7 @@ class FlowBench:
         before = cpu_seconds(serving, *children)
         time.sleep(self.args.idle_seconds)
         cpu = (cpu_seconds(serving, *children) - before) / self.args.idle_seconds * 100
+        assert self.server.process, "started by start_stack()"
         server_pids = [self.server.process.pid, *descendants(self.server.process.pid)]
         if self.server.services:
             server_pids.append(self.server.services.pid)
@@ -399,12 +421,17 @@ class FlowBench:
             run = wait_for_run(self.api, self.deployment_id, file.kickoff["id"], {"RUNNING"}, 300)
             to_running.append(since(file.kickoff, run["start_time"]))
             self.post(file.stages[:3])
-            wait_until(lambda file=file: self._seen_three(file), 120, f"{file.file_name}'s first three stages")
-            file.stages[3] = events.shifted(file.stages[3], since(file.stages[3], now()))  # stamped as it is sent
+            wait_until(partial(self._seen_three, file), 120, f"{file.file_name}'s first three stages")
+            file.stages[3] = events.shifted(
+                file.stages[3], since(file.stages[3], now())
+            )  # stamped as it is sent
             self.post(file.stages[3:])
             final = wait_for_run(self.api, self.deployment_id, file.kickoff["id"], FINAL_STATES, 120)
             to_final.append(since(file.stages[3], final["end_time"]))
-            progress(f"probe {n + 1}/{count}: running after {to_running[-1]:.2f} s, final {to_final[-1]:.2f} s after its Reconciliation")
+            progress(
+                f"probe {n + 1}/{count}: running after {to_running[-1]:.2f} s, "
+                f"final {to_final[-1]:.2f} s after its Reconciliation"
+            )
         return emit(
             "probe_latency",
             files_waiting=waiting,
@@ -432,7 +459,9 @@ class FlowBench:
             last_posted[file.tracking_id] = file.stage_events()[-1]
         self.wait_until_final(healthy)
         runs = self.runs()
-        after_last = [since(last_posted[file.tracking_id], runs[file.kickoff["id"]]["end_time"]) for file in healthy]
+        after_last = [
+            since(last_posted[file.tracking_id], runs[file.kickoff["id"]]["end_time"]) for file in healthy
+        ]
         still_waiting = self.running("file")
         record = emit(
             "stuck_and_healthy",
@@ -455,7 +484,10 @@ class FlowBench:
 
     def outcomes(self, files: list[File], done: list[File]) -> dict[str, Any]:
         rest = [file for file in files if not file.stuck and file not in done]
-        progress(f"stage events of the other {len(rest)} healthy files; overdue ones end {self.args.deadline:g} s after kickoff")
+        progress(
+            f"stage events of the other {len(rest)} healthy files; "
+            f"overdue ones end {self.args.deadline:g} s after kickoff"
+        )
         self.post([event for file in rest for event in file.stage_events()])
         self.wait_finished("file", len(files), timeout=self.args.deadline + 1800)
         runs = self.runs()
@@ -464,7 +496,13 @@ class FlowBench:
             run = runs[file.kickoff["id"]]
             state, message = file.expected()
             if run["state_type"] != state or not re.fullmatch(message, run["state"]["message"] or ""):
-                wrong.append({"file": file.file_name, "kind": file.kind, "got": [run["state_type"], run["state"]["message"]]})
+                wrong.append(
+                    {
+                        "file": file.file_name,
+                        "kind": file.kind,
+                        "got": [run["state_type"], run["state"]["message"]],
+                    }
+                )
         return emit(
             "outcomes",
             files=len(files),
@@ -479,11 +517,15 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000, help="files in flight at once (N)")
     parser.add_argument("--stack", choices=["sqlite", "scale"], default="sqlite")
     parser.add_argument("--serving", choices=["coroutine", "process"], default="coroutine")
-    parser.add_argument("--run-limit", type=int, help="FLOW_RUN_LIMIT (default: N for coroutines, 20 for processes)")
+    parser.add_argument(
+        "--run-limit", type=int, help="FLOW_RUN_LIMIT (default: N for coroutines, 20 for processes)"
+    )
     parser.add_argument("--probes", type=int, default=20, help="files measured one at a time while N wait")
     parser.add_argument("--api-files", type=int, default=10, help="files sent through the counting proxy")
     parser.add_argument("--idle-seconds", type=float, default=30, help="how long idle CPU is measured")
-    parser.add_argument("--no-reference", action="store_true", help="skip Prefect's runner at 20 (the memory reference)")
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip Prefect's runner at 20 (the memory reference)"
+    )
     parser.add_argument(
         "--deadline",
         type=float,
@@ -496,7 +538,10 @@ def main() -> None:
     args.deadline = args.deadline or 600 + 2 * min(args.files, run_limit) / START_RATE[args.stack]
     work = REPO_ROOT / ".local" / "bench" / f"flow-{time.strftime('%Y%m%d-%H%M%S')}"
     bench = FlowBench(work, args)
-    progress(f"{args.files} files on the {args.stack} stack, served as {args.serving}s; deadline {args.deadline:g} s; logs in {work / 'logs'}")
+    progress(
+        f"{args.files} files on the {args.stack} stack, served as {args.serving}s; "
+        f"deadline {args.deadline:g} s; logs in {work / 'logs'}"
+    )
     try:
         bench.start_stack()
         reference = None if args.no_reference else bench.reference_process_per_run()

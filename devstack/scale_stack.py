@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from devstack.datastores import Postgres, Redis
-from devstack.processes import ManagedProcess, ServiceError
 from devstack.services import REPO_ROOT, Gateway, PrefectServer
-from devstack.flow_server import FlowServer
-from devstack.work_pool import WorkPool
+from devstack.services.datastores import Postgres, Redis
+from devstack.services.flow_server import FlowServer
+from devstack.services.work_pool import WorkPool
+from devstack.supervision.processes import ManagedProcess, ServiceError
 
 DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "scale"
 # What the gateway sends this stack per second: Redis queues every event the API takes, so this only
@@ -98,7 +98,8 @@ class ScaleStack:
                 **redis_messaging(self.redis),
                 # Fewer, larger inserts (default 20): ~400 -> ~590 events/s stored on 2 cores.
                 "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
-                # 100 waiting runs exhausted the default 5 + 10 connections per process (API 500s, runs crashed).
+                # 100 waiting runs exhausted the default 5 + 10 connections per process (API 500s,
+                # runs crashed).
                 "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
                 "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "30",
             }
@@ -123,7 +124,8 @@ class ScaleStack:
             )
             self.gateway = self._up(gateway)
             say(
-                f"Gateway     {self.gateway.url}/hooks/<webhook>, up to {self.max_events_per_second:g} events/s"
+                f"Gateway     {self.gateway.url}/hooks/<webhook>, "
+                f"up to {self.max_events_per_second:g} events/s"
             )
         except BaseException:
             self.stop()
@@ -137,7 +139,7 @@ class ScaleStack:
         return [*servers, *flows, self.gateway.process]
 
     def services_caught_up(self) -> bool:
-        """Whether every consumer of Prefect's events (persister, triggers...) has read all that Redis holds."""
+        """Whether every consumer of Prefect's events (persister, triggers...) read all Redis holds."""
         with self.redis.client() as redis:
             last = redis.xinfo_stream("events")["last-generated-id"]
             return all(group["last-delivered-id"] == last for group in redis.xinfo_groups("events"))
@@ -154,7 +156,8 @@ class ScaleStack:
 
     def _up(self, part: P, **start_options: float) -> P:
         self.started.append(part)
-        return part.start(**start_options)
+        part.start(**start_options)
+        return part
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,9 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     option("--redis-port", type=int, default=0, help="Redis (default: a free port)")
     option(
         "--serving", choices=["coroutine", "process"], default="coroutine",
-        help="runs as coroutines of one serve.py, or processes of a work pool's workers (default: %(default)s)",
+        help="runs as coroutines of one serve.py, or processes of a work pool's workers "
+        "(default: %(default)s)",
     )  # fmt: skip
-    option("--workers", type=_positive, default=2, help="process workers, with --serving process (default: %(default)s)")
+    option(
+        "--workers",
+        type=_positive,
+        default=2,
+        help="process workers, with --serving process (default: %(default)s)",
+    )
     option(
         "--worker-limit",
         type=_positive,
@@ -187,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     flow_settings = {name: value for name, value in os.environ.items() if name.startswith("FLOW_")}
     stack = ScaleStack(
         args.data_dir, args.postgres_dir, args.prefect_port, args.gateway_port, args.postgres_port,
-        args.redis_port, args.serving, args.workers, args.worker_limit, args.max_events_per_second, flow_settings,
+        args.redis_port, args.serving, args.workers, args.worker_limit, args.max_events_per_second,
+        flow_settings,
     )  # fmt: skip
     # SIGTERM stops the stack as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 from prefect import Flow
@@ -34,8 +35,8 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.responses import SetStateStatus
+from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.flow_engine import run_flow_async
 from prefect.states import Cancelled, Pending
 
@@ -121,7 +122,9 @@ class CoroutineRunner:
         unfinished = await self._client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 id=FlowRunFilterId(any_=ids),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
+                ),
             )
         )
         for flow_run in unfinished:
@@ -131,7 +134,8 @@ class CoroutineRunner:
 
     def status(self) -> str:
         finished = ", ".join(f"{count} {state}" for state, count in sorted(self.finished.items())) or "none"
-        return f"following {len(self._followed)} file(s), {len(self._starting)} starting; finished since start: {finished}"
+        following = f"following {len(self._followed)} file(s), {len(self._starting)} starting"
+        return f"{following}; finished since start: {finished}"
 
     async def wait_idle(self) -> None:
         """Wait until every followed run has finished (tests and benchmarks)."""
@@ -158,7 +162,9 @@ class CoroutineRunner:
         self._starting[run_id] = release
         try:
             if claim:
-                result = await self._client.set_flow_run_state(flow_run.id, Pending())
+                result: OrchestrationResult[Any] = await self._client.set_flow_run_state(
+                    flow_run.id, Pending()
+                )
                 if result.status != SetStateStatus.ACCEPT:
                     self._logger.debug("Flow run %s was not ours to start: %s", run_id, result.details)
                     return
@@ -166,10 +172,14 @@ class CoroutineRunner:
             state = await run_flow_async(
                 self._flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
             )
-            self.finished[state.name] = self.finished.get(state.name, 0) + 1
-        except Exception as error:
+            name = state.name if isinstance(state, State) and state.name else "unknown"
+            self.finished[name] = self.finished.get(name, 0) + 1
+        # Whatever stopped one run's coroutine must not stop the others; the run is checked on.
+        except Exception as error:  # noqa: BLE001
             self._ended_early.add(flow_run.id)
-            self._logger.warning("Flow run %s stopped with an error (%r); checking on it soon", flow_run.name, error)
+            self._logger.warning(
+                "Flow run %s stopped with an error (%r); checking on it soon", flow_run.name, error
+            )
         finally:
             self._starting.pop(run_id, None)
             release()
@@ -179,7 +189,9 @@ class CoroutineRunner:
         while True:
             page = await self._client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[self._deployment_id])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states))
+                ),
                 limit=PAGE,
                 offset=len(found),
             )

@@ -15,7 +15,9 @@ again from its kickoff: everything it needs is in the events Prefect stored.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -24,6 +26,7 @@ from prefect.events.schemas.events import Event
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
+from prefect_flows.deployment import FLOW_NAME
 from prefect_flows.reconcile import Verdict, format_duration, overdue, reconcile
 from prefect_flows.report import report
 from prefect_flows.resume import retire_earlier_attempt
@@ -84,7 +87,7 @@ def reconcile_counts(watch: FileWatch) -> Verdict:
     return verdict
 
 
-@flow(name="reconcile-file", flow_run_name="{file_name} [{tracking_id}]")
+@flow(name=FLOW_NAME, flow_run_name="{file_name} [{tracking_id}]")
 async def reconcile_file(
     file_name: str,
     tracking_id: str,
@@ -125,10 +128,7 @@ async def reconcile_file(
             return Cancelled(message=f"stopped following {file_name}: {watch.stop_message}")
         seen = {stage: proofs[0] for stage in STAGES if (proofs := watch.proofs(stage))}
         missing = {stage: deadlines[stage] for stage in STAGES if stage not in seen}
-        if missing:
-            verdict = overdue(missing, seconds_since(kicked_off_at))
-        else:
-            verdict = reconcile_counts(watch)
+        verdict = overdue(missing, seconds_since(kicked_off_at)) if missing else reconcile_counts(watch)
     await report(file, kickoff_event_id, kicked_off_at, seen, verdict)
     if verdict.succeeded:
         return Completed(message=verdict.message)
@@ -138,9 +138,12 @@ async def reconcile_file(
 async def follow_stages(watch: FileWatch, kicked_off_at: datetime, deadlines: dict[Stage, float]) -> None:
     """Wait for every stage at once; stop them all as soon as one fails."""
     logger = get_run_logger()
-    runs = {
+    runs: dict[asyncio.Future[State], Stage] = {
         asyncio.ensure_future(
-            wait_for_stage(stage, watch.file, watch, kicked_off_at, deadlines[stage], return_state=True)
+            cast(
+                Awaitable[State],
+                wait_for_stage(stage, watch.file, watch, kicked_off_at, deadlines[stage], return_state=True),
+            )
         ): stage
         for stage in STAGES
     }

@@ -36,7 +36,9 @@ def kickoff_parameters(kickoff: Event) -> dict[str, str]:
 class FailedKickoffs:
     """Starts the runs that the Kickoff automation failed to start."""
 
-    def __init__(self, client: PrefectClient, deployment_id: UUID, automation_ids: set[UUID], logger: logging.Logger) -> None:
+    def __init__(
+        self, client: PrefectClient, deployment_id: UUID, automation_ids: set[UUID], logger: logging.Logger
+    ) -> None:
         self._client = client
         self._deployment_id = deployment_id
         self._automations = {f"prefect.automation.{automation_id}" for automation_id in automation_ids}

@@ -54,7 +54,9 @@ def recovery_automations(deployment_id: UUID, heartbeats: bool) -> list[Automati
     )
     early_attempts = [str(attempt) for attempt in range(1, MAX_ATTEMPTS)]
 
-    def automation(name: str, description: str, trigger: EventTrigger, action: ChangeFlowRunState) -> AutomationCore:
+    def automation(
+        name: str, description: str, trigger: EventTrigger, action: ChangeFlowRunState
+    ) -> AutomationCore:
         return AutomationCore(
             name=f"{NAME_PREFIX}{name}",
             description=description,
@@ -78,6 +80,7 @@ def recovery_automations(deployment_id: UUID, heartbeats: bool) -> list[Automati
         ),
         ChangeFlowRunState(
             state=StateType.CRASHED,
+            name="Crashed",
             message=f"no heartbeat for {3 * HEARTBEAT_SECONDS} s: the process following this file stopped",
             force=True,
         ),
@@ -87,7 +90,9 @@ def recovery_automations(deployment_id: UUID, heartbeats: bool) -> list[Automati
             "resume crashed runs",
             f"A crashed run follows its file again (at most {MAX_ATTEMPTS} attempts).",
             EventTrigger(
-                match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*", "prefect.run-count": early_attempts}),
+                match=ResourceSpecification(
+                    {"prefect.resource.id": "prefect.flow-run.*", "prefect.run-count": early_attempts}
+                ),
                 match_related=of_this_deployment,
                 expect={"prefect.flow-run.Crashed"},
                 posture=Posture.Reactive,

@@ -9,6 +9,8 @@ Running in the UI: this marks them Crashed, saying which attempt took over.
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from prefect import get_client, get_run_logger
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -27,12 +29,15 @@ async def retire_earlier_attempt(flow_run_id: str, attempt: int) -> None:
     """Mark the task runs that earlier attempts of this run left unfinished Crashed."""
     logger = get_run_logger()
     logger.info(
-        "Attempt %d: the process that followed this file stopped; following it again from its kickoff", attempt
+        "Attempt %d: the process that followed this file stopped; following it again from its kickoff",
+        attempt,
     )
     async with get_client() as client:
         left = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=UNFINISHED))),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
+            task_run_filter=TaskRunFilter(
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=UNFINISHED))
+            ),
         )
         for task_run in left:
             await client.set_task_run_state(

@@ -15,6 +15,7 @@ can resume the runs of a stopped process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -24,24 +25,23 @@ import time
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-import httpx
 from prefect.client.orchestration import PrefectClient
 from prefect.context import AsyncClientContext
 from prefect.deployments.runner import RunnerDeployment
-from prefect.runner import Runner
+from prefect.events.schemas.events import Event
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
-from prefect.events.schemas.events import Event
+from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from prefect_flows import engine_patches
 from prefect_flows.coroutine_runner import CoroutineRunner
-from prefect_flows.deployment import FlowSettings
+from prefect_flows.deployment import DEPLOYMENT_NAME, FlowSettings, kickoff_trigger
 from prefect_flows.flow import CLOCK_SKEW, reconcile_file
 from prefect_flows.kickoff_repair import ACTION_FAILED, FailedKickoffs
 from prefect_flows.recovery import HEARTBEAT_SECONDS, install_recovery
 from prefect_flows.serving_lease import RENEW_SECONDS, LeaseLost, ServingLease
-from prefect_flows.stage_stream import SHARED_STREAM, READ_ERRORS, StageEventStream
+from prefect_flows.stage_stream import READ_ERRORS, SHARED_STREAM, StageEventStream
 from prefect_flows.stages import STAGE_EVENTS
 from prefect_flows.unannounced import UnannouncedFiles
 
@@ -55,15 +55,36 @@ STATUS_SECONDS = 60.0
 FLUSH_SECONDS = 10.0
 
 
-def serve_processes(deployment: RunnerDeployment, settings: FlowSettings) -> None:
+async def served_deployment(settings: FlowSettings) -> RunnerDeployment:
+    """The deployment serve.py registers: the flow, its Kickoff trigger, the deadlines as parameters.
+
+    Registering it un-pauses it, so a restart resumes a deployment an earlier runner paused;
+    neither way of serving pauses it on shutdown: it has no schedule to pause, and kickoffs that
+    arrive while nothing serves it wait as Scheduled runs.
+    """
+    return await reconcile_file.ato_deployment(
+        name=DEPLOYMENT_NAME, triggers=[kickoff_trigger()], parameters=settings.deadlines
+    )
+
+
+def serve_processes(settings: FlowSettings) -> None:
     """Prefect's runner: a process per flow run, resumed by the recovery automations when it stops."""
     # The runs' processes inherit it: a heartbeat every 30 s lets the server notice a stopped one.
     os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(HEARTBEAT_SECONDS)
+    print(
+        f"Serving '{reconcile_file.name}/{DEPLOYMENT_NAME}' to {PREFECT_API_URL.value()} as processes: "
+        f"polling every {settings.poll_seconds:g} s, at most {settings.run_limit} runs at once, "
+        f"deadlines (s) {settings.deadlines}",
+        flush=True,
+    )
 
     async def serve() -> None:
-        runner = Runner(query_seconds=settings.poll_seconds, limit=settings.run_limit, pause_on_shutdown=False)
+        deployment = await served_deployment(settings)
+        runner = Runner(
+            query_seconds=settings.poll_seconds, limit=settings.run_limit, pause_on_shutdown=False
+        )
         # Registering the deployment replaces the automations it owns: the recovery ones come after.
-        deployment_id = await runner.add_deployment(deployment)
+        deployment_id = await runner.aadd_deployment(deployment)
         async with AsyncClientContext.get_or_create() as context:
             await install_recovery(context.client, deployment_id, heartbeats=True)
             async with ServingLease(context.client, deployment_id, logger) as lease:
@@ -95,8 +116,7 @@ class CoroutineServing:
     as Crashed); they stay Running for the next serve.py.
     """
 
-    def __init__(self, deployment: RunnerDeployment, settings: FlowSettings) -> None:
-        self._deployment = deployment
+    def __init__(self, settings: FlowSettings) -> None:
         self._settings = settings
         self._loop = asyncio.new_event_loop()
         self._stopping = asyncio.Event()
@@ -130,10 +150,7 @@ class CoroutineServing:
         except (LeaseLost, engine_patches.EngineChanged) as error:
             self.error = error
             logger.error("%s", error)
-        except httpx.ConnectError as error:
-            self.error = error
-            logger.error("Cannot reach the Prefect API at %s (%s); is the server running?", PREFECT_API_URL.value(), error)
-        except BaseException as error:  # noqa: BLE001 - whatever ended serving is reported, then the process exits
+        except BaseException as error:
             self.error = error
             logger.exception("Serving stopped with an error")
 
@@ -147,7 +164,7 @@ class CoroutineServing:
         with temporary_settings(updates={"flows.heartbeat_frequency": None}):
             async with AsyncClientContext.get_or_create() as context:  # one client for every run
                 client = context.client
-                deployment_id = await self._deployment.apply()
+                deployment_id = await (await served_deployment(self._settings)).aapply()
                 await install_recovery(client, deployment_id, heartbeats=False)
                 async with ServingLease(client, deployment_id, logger) as lease:
                     await self._follow_files(client, deployment_id, lease)
@@ -161,7 +178,9 @@ class CoroutineServing:
             lookback=timedelta(seconds=max(settings.deadlines.values())) + CLOCK_SKEW,
             logger=logger,
         )
-        failed_kickoffs = FailedKickoffs(client, deployment_id, await kickoff_automations(client, deployment_id), logger)
+        failed_kickoffs = FailedKickoffs(
+            client, deployment_id, await kickoff_automations(client, deployment_id), logger
+        )
         runner: CoroutineRunner | None = None
 
         def observe(event: Event) -> None:
@@ -177,13 +196,15 @@ class CoroutineServing:
         )
         async with stream:
             SHARED_STREAM.set(stream)
-            runner = CoroutineRunner(reconcile_file, deployment_id, client, stream, settings.run_limit, logger)
+            runner = CoroutineRunner(
+                reconcile_file, deployment_id, client, stream, settings.run_limit, logger
+            )
             left = await runner.take_over_left_runs()
             await stream.hold_since(self._history_start(left, lease))
             if left:
                 logger.info("Following again %d file(s) a stopped serving process left", len(left))
             print(
-                f"Serving '{reconcile_file.name}/{self._deployment.name}' to {PREFECT_API_URL.value()} "
+                f"Serving '{reconcile_file.name}/{DEPLOYMENT_NAME}' to {PREFECT_API_URL.value()} "
                 f"as coroutines: polling every "
                 f"{settings.poll_seconds:g} s, at most {settings.run_limit} files at once, deadlines (s) "
                 f"{settings.deadlines}; unannounced files reported after "
@@ -214,7 +235,12 @@ class CoroutineServing:
         failed_kickoffs: FailedKickoffs,
         lease: ServingLease,
     ) -> None:
-        due = {"cancellations": 0.0, "lease": 0.0, "unannounced": 0.0, "status": time.monotonic() + STATUS_SECONDS}
+        due = {
+            "cancellations": 0.0,
+            "lease": 0.0,
+            "unannounced": 0.0,
+            "status": time.monotonic() + STATUS_SECONDS,
+        }
         last_status = None
         while not self._stopping.is_set():
             now = time.monotonic()
@@ -236,15 +262,14 @@ class CoroutineServing:
             if now >= due["status"]:
                 status = runner.status()
                 if unannounced.reported or failed_kickoffs.repaired:
-                    status += f"; {unannounced.reported} unannounced, {failed_kickoffs.repaired} failed kickoff(s) started"
+                    status += f"; {unannounced.reported} unannounced"
+                    status += f", {failed_kickoffs.repaired} failed kickoff(s) started"
                 if status != last_status:
                     logger.info("%s", status)
                     last_status = status
                 due["status"] = now + STATUS_SECONDS
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._settings.poll_seconds)
-            except TimeoutError:
-                pass
 
 
 async def kickoff_automations(client: PrefectClient, deployment_id: UUID) -> set[UUID]:

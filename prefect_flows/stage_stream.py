@@ -17,11 +17,12 @@ server, a restart) still sees what happened since its kickoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from contextvars import ContextVar
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -33,7 +34,15 @@ from prefect.events.schemas.events import Event
 from prefect.logging import get_logger, get_run_logger
 from websockets.exceptions import WebSocketException
 
-from prefect_flows.stages import BLOB_CREATED, STAGES, Stage, TrackedFile, blob_url_path, last_part
+from prefect_flows.stages import (
+    BLOB_CREATED,
+    STAGE_EVENTS,
+    STAGES,
+    Stage,
+    TrackedFile,
+    blob_url_path,
+    last_part,
+)
 
 # The events filter API answers 422 above 50 events per page.
 PAGE_SIZE = 50
@@ -122,6 +131,13 @@ class FileWatch:
                     future.set_exception(error)
 
 
+def occurred_since(since: datetime) -> EventOccurredFilter:
+    """Events that occurred from `since` on, however far ahead a sender's clock runs."""
+    return EventOccurredFilter.model_validate(
+        {"since": since, "until": datetime.now(UTC) + timedelta(days=1)}
+    )
+
+
 def routing_keys(event: Event) -> list[str]:
     """The keys under which files that may need `event` are found."""
     keys = []
@@ -143,7 +159,7 @@ class StageEventStream:
     def __init__(
         self,
         since: datetime,
-        event_names: Sequence[str] = tuple(stage.event for stage in STAGES),
+        event_names: Sequence[str] = STAGE_EVENTS,
         reread_seconds: float = 5.0,
         reread_overlap: timedelta = timedelta(seconds=30),
         retain: timedelta = timedelta(minutes=10),
@@ -273,7 +289,7 @@ class StageEventStream:
         started = datetime.now(UTC)
         read_filter = self._filter.model_copy(
             update={
-                "occurred": EventOccurredFilter(since=self._next_read_since, until=started + timedelta(days=1)),
+                "occurred": occurred_since(self._next_read_since),
                 "order": EventOrder.ASC,
             }
         )
@@ -285,7 +301,7 @@ class StageEventStream:
                     self._accept(event)
                 if not page.next_page:
                     break
-                page = await self._client.read_events_page(page.next_page)
+                page = await self._client.read_events_page(str(page.next_page))
         except READ_ERRORS as error:
             self._logger.warning(
                 "Could not read stored events (%s); trying again within %g s", error, self._reread_seconds
@@ -348,23 +364,21 @@ class StageEventStream:
 
     async def _reread(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._read_now.wait(), self._reread_seconds)
-            except TimeoutError:
-                pass
             self._read_now.clear()
             await self.catch_up()
 
     def _on_background_end(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled() or (failure := task.exception()) is None:
             return
         # An error nobody can retry (e.g. the server refused our credentials): fail the waits
         # loudly instead of letting them run into their deadlines.
-        self._failure = task.exception()
-        self._logger.error("The event stream stopped: %r", self._failure)
+        self._failure = failure
+        self._logger.error("The event stream stopped: %r", failure)
         for watches in self._watches.values():
             for watch in watches:
-                watch.fail(self._failure)
+                watch.fail(failure)
 
 
 # The stream of the serving process, when it runs flow runs as coroutines (prefect_flows/coroutine_runner.py).
@@ -378,6 +392,8 @@ async def following(file: TrackedFile, since: datetime, flow_run_id: str | None)
         async with shared.watch(file, since, flow_run_id) as watch:
             yield watch
         return
-    async with StageEventStream(since, retain=timedelta(0), keep=file.concerns, logger=get_run_logger()) as own:
-        async with own.watch(file, since, flow_run_id) as watch:
-            yield watch
+    async with (
+        StageEventStream(since, retain=timedelta(0), keep=file.concerns, logger=get_run_logger()) as own,
+        own.watch(file, since, flow_run_id) as watch,
+    ):
+        yield watch

@@ -19,11 +19,12 @@ from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.events import emit_event
-from prefect.events.filters import EventFilter, EventOccurredFilter, EventResourceFilter
-from prefect.events.schemas.events import Event
+from prefect.events.filters import EventFilter, EventResourceFilter
+from prefect.events.schemas.events import Event, ResourceSpecification
 from prefect.states import Failed
 
 from prefect_flows.reconcile import format_duration
+from prefect_flows.stage_stream import occurred_since
 from prefect_flows.stages import BLOB_CREATED, SUMMARY, TrackedFile, blob_url_path, last_part
 
 KICKOFF_RESOURCE = {"prefect.resource.id": "prefect.webhook.mainframe", "stage": "on-prem"}
@@ -93,7 +94,9 @@ class UnannouncedFiles:
             return any(kickoff.occurred >= earliest for kickoff in candidates)
         url = event.resource.get("url") or event.resource.id
         for kickoff in self._kickoffs.get(f"blob:{last_part(blob_url_path(url))}", []):
-            file = TrackedFile(kickoff.resource.get("file_name") or "", kickoff.resource.get("trackingId") or "")
+            file = TrackedFile(
+                kickoff.resource.get("file_name") or "", kickoff.resource.get("trackingId") or ""
+            )
             if kickoff.occurred >= earliest and file.proves(BLOB_CREATED, event):
                 return True
         return False
@@ -106,12 +109,10 @@ class UnannouncedFiles:
             labels = {"file_name": file_names_of(event.resource.get("url") or event.resource.id)}
         found = await self._client.read_events(
             filter=EventFilter(
-                occurred=EventOccurredFilter(
-                    since=event.occurred - self._lookback, until=datetime.now(UTC) + timedelta(days=1)
-                ),
+                occurred=occurred_since(event.occurred - self._lookback),
                 resource=EventResourceFilter(
                     id=[KICKOFF_RESOURCE["prefect.resource.id"]],
-                    labels={**labels, "stage": [KICKOFF_RESOURCE["stage"]]},
+                    labels=ResourceSpecification({**labels, "stage": [KICKOFF_RESOURCE["stage"]]}),
                 ),
             ),
             limit=1,
@@ -145,7 +146,12 @@ class UnannouncedFiles:
                 "file_name": file_name,
                 "trackingId": tracking_id,
             },
-            related=[{"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "prefect.resource.role": "flow-run"}],
+            related=[
+                {
+                    "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                    "prefect.resource.role": "flow-run",
+                }
+            ],
             payload={"message": message, "event_id": str(event.id), "event": event.event},
         )
         self.reported += 1

@@ -13,16 +13,23 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 
-from devstack import pipeline_events as events
-from devstack.flow_runs import FINAL_STATES, count_runs, request_retrying, runs_by_kickoff, wait_for_run
-from devstack.flow_server import FlowServer
-from devstack.prefect_api import read_events, wait_for_events
-from devstack.processes import wait_until
+from devstack.prefect_queries import pipeline_events as events
+from devstack.prefect_queries.events import read_events, wait_for_events
+from devstack.prefect_queries.flow_runs import (
+    FINAL_STATES,
+    count_runs,
+    request_retrying,
+    runs_by_kickoff,
+    wait_for_run,
+)
+from devstack.services.flow_server import FlowServer
+from devstack.supervision.processes import wait_until
 from prefect_flows.deployment import same_deadlines
 
 DEADLINE_SECONDS = 600
@@ -55,7 +62,11 @@ class File:
 
     def __post_init__(self) -> None:
         self.kickoff = events.kickoff(self.file_name, self.tracking_id)
-        received = {"mismatched": self.sent - 2, "invalid": f"{self.sent}?"}.get(self.kind, self.sent)
+        received: int | str = self.sent
+        if self.kind == "mismatched":
+            received = self.sent - 2
+        elif self.kind == "invalid":
+            received = f"{self.sent}?"
         self.stages = events.stages(self.file_name, self.tracking_id, self.sent, received)
 
     def stage_events(self) -> list[dict[str, Any]]:
@@ -72,7 +83,10 @@ class File:
         sent = self.sent
         return {
             "mismatched": ("FAILED", re.escape(f"sent {sent}, received {sent - 2} (2 missing)")),
-            "invalid": ("FAILED", r"Reconciliation event \S+ has totalRecordsReceived '\d+\?', which is not a whole number"),
+            "invalid": (
+                "FAILED",
+                r"Reconciliation event \S+ has totalRecordsReceived '\d+\?', which is not a whole number",
+            ),
             "stuck": ("CANCELLED", re.escape(f"stopped following {self.file_name}: the run was cancelled")),
         }.get(self.kind, ("COMPLETED", re.escape(f"{sent} records sent, {sent} received")))
 
@@ -86,7 +100,7 @@ def post(api_url: str, posted: list[dict[str, Any]]) -> None:
 
 
 def deployment_id(flow: FlowServer) -> str:
-    return flow.deployment()["id"]
+    return flow.deployment_id()
 
 
 def wait_all_waiting(flow: FlowServer, count: int, timeout: float) -> None:
@@ -110,11 +124,13 @@ def wrong_outcomes(flow: FlowServer, files: list[File], timeout: float) -> list[
     api, deployment = flow.prefect.api_url, deployment_id(flow)
     kickoffs = {file.kickoff["id"] for file in files}
     wait_until(
-        lambda: sum(
-            run["state_type"] in FINAL_STATES and kickoff in kickoffs
-            for kickoff, run in runs_by_kickoff(api, deployment).items()
-        )
-        >= len(files),
+        lambda: (
+            sum(
+                run["state_type"] in FINAL_STATES and kickoff in kickoffs
+                for kickoff, run in runs_by_kickoff(api, deployment).items()
+            )
+            >= len(files)
+        ),
         timeout,
         f"{len(files)} runs to finish",
         interval=2,
@@ -135,7 +151,9 @@ def kickoff_trigger_off(flow: FlowServer) -> Iterator[str]:
     api = flow.prefect.api_url
     related = httpx.get(f"{api}/automations/related-to/prefect.deployment.{deployment_id(flow)}", timeout=10)
     related.raise_for_status()
-    [kickoff] = [a for a in related.json() if any(action["type"] == "run-deployment" for action in a["actions"])]
+    [kickoff] = [
+        a for a in related.json() if any(action["type"] == "run-deployment" for action in a["actions"])
+    ]
     request_retrying("PATCH", f"{api}/automations/{kickoff['id']}", json={"enabled": False})
     try:
         yield kickoff["id"]
@@ -184,7 +202,9 @@ def test_two_hundred_files_in_flight_in_one_process_end_as_built_and_stuck_ones_
 
 def cancel(api_url: str, flow_run_id: str) -> None:
     """What the UI's Cancel does to a running deployment run."""
-    request_retrying("POST", f"{api_url}/flow_runs/{flow_run_id}/set_state", json={"state": {"type": "CANCELLING"}})
+    request_retrying(
+        "POST", f"{api_url}/flow_runs/{flow_run_id}/set_state", json={"state": {"type": "CANCELLING"}}
+    )
 
 
 def thread_count(flow: FlowServer) -> int:
@@ -212,9 +232,11 @@ def test_files_waiting_when_serve_py_stops_are_followed_again_by_the_next_and_en
     for file in files[:3]:
         run_id = runs[file.kickoff["id"]]["id"]
         # The first attempt's waits (transfer seen, the others marked Crashed), then the second's.
-        waits = wait_until(lambda: waits_of(api, run_id, 8), 30, f"both attempts' waits of {file.file_name}")
+        waits = wait_until(partial(waits_of, api, run_id, 8), 30, f"both attempts' waits of {file.file_name}")
         assert sorted(waits) == [("Completed", 1)] * 1 + [("Completed", 2)] * 4 + [("Crashed", 1)] * 3, waits
-        outcome = wait_for_events(api, 1, None, {"labels": {"trackingId": [file.tracking_id]}, "id_prefix": ["file."]})
+        outcome = wait_for_events(
+            api, 1, None, {"labels": {"trackingId": [file.tracking_id]}, "id_prefix": ["file."]}
+        )
         assert len(outcome) == 1, "a second attempt must not make a second outcome event"
 
 
@@ -249,7 +271,9 @@ def test_a_blob_and_a_summary_nobody_announced_are_reported_once_each_and_a_late
         stray_blob.stages[1]["id"],
         stray_summary.stages[2]["id"],
     }
-    blob_report = next(report for report in reports if report["resource"]["file_name"] == stray_blob.file_name)
+    blob_report = next(
+        report for report in reports if report["resource"]["file_name"] == stray_blob.file_name
+    )
     [run_id] = [
         related["prefect.resource.id"].removeprefix("prefect.flow-run.")
         for related in blob_report["related"]
@@ -258,7 +282,10 @@ def test_a_blob_and_a_summary_nobody_announced_are_reported_once_each_and_a_late
     run = request_retrying("GET", f"{api}/flow_runs/{run_id}").json()
     assert run["name"] == f"{stray_blob.file_name} [unannounced]"
     assert run["state_type"] == "FAILED"
-    assert f"no kickoff was seen for the blob {stray_blob.stages[1]['resource']['url']}" in run["state"]["message"]
+    assert (
+        f"no kickoff was seen for the blob {stray_blob.stages[1]['resource']['url']}"
+        in run["state"]["message"]
+    )
     # `late`'s blob was due for a check before the strays were: it was checked, and not reported.
     assert not read_events(api, ["reconciliation.unannounced"], {"labels": {"file_name": [late.file_name]}})
 
@@ -274,11 +301,21 @@ def test_a_kickoff_whose_run_prefect_failed_to_create_gets_its_run_from_serve_py
             "id": str(uuid.uuid4()),
             "occurred": file.kickoff["occurred"],
             "event": "prefect.automation.action.failed",
-            "resource": {"prefect.resource.id": f"prefect.automation.{kickoff_automation}", "prefect.resource.name": "Kickoff"},
+            "resource": {
+                "prefect.resource.id": f"prefect.automation.{kickoff_automation}",
+                "prefect.resource.name": "Kickoff",
+            },
             "related": [
-                {"prefect.resource.id": f"prefect.event.{file.kickoff['id']}", "prefect.resource.role": "triggering-event"}
+                {
+                    "prefect.resource.id": f"prefect.event.{file.kickoff['id']}",
+                    "prefect.resource.role": "triggering-event",
+                }
             ],
-            "payload": {"action_index": 0, "action_type": "run-deployment", "reason": "Unexpected status from 'run-deployment' action: 503"},
+            "payload": {
+                "action_index": 0,
+                "action_type": "run-deployment",
+                "reason": "Unexpected status from 'run-deployment' action: 503",
+            },
         }
         post(api, [failure, failure])  # seen twice (a restart re-reads it): still one run
         run = wait_for_run(api, deployment_id(serving), file.kickoff["id"], {"RUNNING"}, timeout=60)
@@ -290,9 +327,15 @@ def test_a_kickoff_whose_run_prefect_failed_to_create_gets_its_run_from_serve_py
 
 def test_a_second_serve_py_waits_for_the_first_to_stop_then_follows_its_files(serving, service_logs):
     api = serving.prefect.api_url
-    second = FlowServer(serving.prefect, service_logs, settings=serving.settings, name="second-serve").start(wait=False)
+    second = FlowServer(serving.prefect, service_logs, settings=serving.settings, name="second-serve").start(
+        wait=False
+    )
     try:
-        wait_until(lambda: "Another serve.py serves this deployment" in second.process.output(), 60, "the second to wait")
+        wait_until(
+            lambda: "Another serve.py serves this deployment" in second.process.output(),
+            60,
+            "the second to wait",
+        )
         files = [File("matched", 500 + n) for n in range(5)]
         post(api, [file.kickoff for file in files])
         wait_all_waiting(serving, len(files), timeout=60)

@@ -42,7 +42,9 @@ def test_the_storage_lookup_is_made_once_however_often_it_is_asked(monkeypatch):
     for module, name in engine_patches._PATCHED:  # restored after the test
         monkeypatch.setattr(module, name, getattr(module, name))
     answers = iter(["first", "second"])
-    monkeypatch.setattr(prefect.results, "_read_server_default_result_storage_block_id", lambda: next(answers))
+    monkeypatch.setattr(
+        prefect.results, "_read_server_default_result_storage_block_id", lambda: next(answers)
+    )
     monkeypatch.setattr(prefect.flow_engine, "observe_flow_run_suspension", lambda *a, **k: None)
     engine_patches.apply()
     read = prefect.results._read_server_default_result_storage_block_id

@@ -13,11 +13,11 @@ import sys
 import httpx
 import pytest
 
-from devstack import pipeline_events as events
-from devstack.flow_runs import final_state, wait_for_run
-from devstack.flow_server import FlowServer
-from devstack.processes import ManagedProcess
+from devstack.prefect_queries import pipeline_events as events
+from devstack.prefect_queries.flow_runs import final_state, wait_for_run
 from devstack.services import REPO_ROOT, prefect_cli
+from devstack.services.flow_server import FlowServer
+from devstack.supervision.processes import ManagedProcess
 
 POOL = "files"
 
@@ -78,9 +78,13 @@ def test_deploy_names_a_missing_work_pool_and_how_to_create_it(private_server):
     assert "prefect work-pool create no-such-pool --type process" in result.stderr
 
 
-def test_runs_cancelled_by_a_stopping_process_runner_are_followed_again_by_the_next(private_server, service_logs):
+def test_runs_cancelled_by_a_stopping_process_runner_are_followed_again_by_the_next(
+    private_server, service_logs
+):
     api = private_server.api_url
-    flow = FlowServer(private_server, service_logs, settings={"FLOW_SERVING": "process"}, name="process-serve").start()
+    flow = FlowServer(
+        private_server, service_logs, settings={"FLOW_SERVING": "process"}, name="process-serve"
+    ).start()
     try:
         deployment = flow.deployment()
         kickoff = events.kickoff("resumed.csv", tracking_id := f"T-{os.urandom(4).hex()}")
@@ -92,7 +96,10 @@ def test_runs_cancelled_by_a_stopping_process_runner_are_followed_again_by_the_n
         assert run["state_name"] == "Resuming"
         events.post_events(api, events.stages("resumed.csv", tracking_id, 6, 6))
         flow.start()
-        assert final_state(api, deployment["id"], kickoff["id"], timeout=120) == ("COMPLETED", "6 records sent, 6 received")
+        assert final_state(api, deployment["id"], kickoff["id"], timeout=120) == (
+            "COMPLETED",
+            "6 records sent, 6 received",
+        )
     finally:
         flow.stop()
         flow.remove_deployment()

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from devstack import pipeline_events as events
-from devstack.pipeline_events import post_events
-from devstack.prefect_api import read_events
-from devstack.processes import free_port, wait_until
+from devstack.prefect_queries import pipeline_events as events
+from devstack.prefect_queries.events import read_events
+from devstack.prefect_queries.pipeline_events import post_events
+from devstack.supervision.processes import free_port, wait_until
 from prefect_flows.stage_stream import StageEventStream, StopReason
 from prefect_flows.stages import BLOB_CREATED, RECONCILIATION, STAGES, SUMMARY, TRANSFER, TrackedFile
 
@@ -51,7 +51,16 @@ def watching(stream: StageEventStream, file: TrackedFile, minutes_ago: float = 1
 
 def stored(api_url: str, count: int, tracking_ids: list[str]) -> None:
     def found() -> bool:
-        return len(read_events(api_url, ["transfer", "Summary", "Reconciliation"], {"labels": {"trackingId": tracking_ids}})) >= count
+        return (
+            len(
+                read_events(
+                    api_url,
+                    ["transfer", "Summary", "Reconciliation"],
+                    {"labels": {"trackingId": tracking_ids}},
+                )
+            )
+            >= count
+        )
 
     wait_until(found, 30, f"{count} events of {len(tracking_ids)} files to be stored")
 
@@ -93,7 +102,7 @@ class TcpRelay:
         await asyncio.gather(*self._relays, return_exceptions=True)
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._relays.add(asyncio.current_task())
+        self._relays.add(asyncio.current_task())  # type: ignore[arg-type]  # called in a task
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             self._writers |= {writer, upstream_writer}
@@ -111,7 +120,6 @@ class TcpRelay:
             pass
         finally:
             writer.close()
-
 
 
 async def test_every_page_of_events_stored_before_watching_is_handed_over(slow_server):
@@ -143,7 +151,7 @@ async def test_each_of_many_files_on_one_stream_gets_its_own_events_and_no_other
 
 async def test_an_event_streamed_while_waiting_is_handed_over_once(slow_server):
     file = new_file()
-    transfer, blob, summary, reconciliation = journey(file)
+    summary = journey(file)[2]
     async with stream_from(reread_seconds=3600) as stream:
         await assert_streaming(stream, slow_server.api_url)
         async with watching(stream, file) as watch:

@@ -12,12 +12,11 @@ from typing import Any
 
 import httpx
 
-from devstack.flow_runs import delete_retrying, read_deployment, timestamp
-from devstack.processes import ManagedProcess
-from devstack.services import REPO_ROOT, PrefectServer
-
-FLOW_NAME = "reconcile-file"
-DEPLOYMENT_NAME = "Event Driven Flow"
+from configuration import REPO_ROOT
+from devstack.prefect_queries.flow_runs import delete_retrying, read_deployment, timestamp
+from devstack.services.prefect_server import PrefectServer
+from devstack.supervision.processes import ManagedProcess, ServiceError
+from prefect_flows.deployment import DEPLOYMENT_NAME, FLOW_NAME
 
 
 @dataclass
@@ -53,6 +52,12 @@ class FlowServer:
     def deployment(self) -> dict[str, Any] | None:
         return read_deployment(self.prefect.api_url, FLOW_NAME, DEPLOYMENT_NAME)
 
+    def deployment_id(self) -> str:
+        """The deployment's id; ServiceError if it is not (or no longer) registered."""
+        if deployment := self.deployment():
+            return str(deployment["id"])
+        raise ServiceError(f"{FLOW_NAME}/{DEPLOYMENT_NAME} is not deployed to {self.prefect.api_url}")
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop serve.py: SIGTERM as a deploy or systemd does; SIGKILL as a crash."""
         if self.process:
@@ -73,5 +78,5 @@ class FlowServer:
             deployment = self.deployment()
         except httpx.HTTPError:
             return False
-        polled = deployment and deployment.get("last_polled")
-        return bool(polled) and timestamp(polled) >= started
+        polled = deployment.get("last_polled") if deployment else None
+        return isinstance(polled, str) and timestamp(polled) >= started

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import httpx
 
-from devstack.processes import wait_until
+from devstack.supervision.processes import wait_until
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 PAGE = 200
