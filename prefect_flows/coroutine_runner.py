@@ -118,15 +118,17 @@ class CoroutineRunner:
         and that the server still shows unfinished: no run may stay Running with nobody following it."""
         if not self._ended_early:
             return
-        ids, self._ended_early = list(self._ended_early), set()
+        ids = list(self._ended_early)[:PAGE]  # a page a call; the rest on the next
         unfinished = await self._client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 id=FlowRunFilterId(any_=ids),
                 state=FlowRunFilterState(
                     type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])
                 ),
-            )
+            ),
+            limit=PAGE,
         )
+        self._ended_early.difference_update(ids)  # only once the server answered
         for flow_run in unfinished:
             if str(flow_run.id) not in self._followed:
                 self._logger.warning("Following %s again: its coroutine stopped with an error", flow_run.name)

@@ -14,6 +14,7 @@ failure seen twice (a restart re-reads its history) still makes one run.
 from __future__ import annotations
 
 import logging
+import time
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
@@ -21,6 +22,8 @@ from prefect.events.filters import EventFilter, EventIDFilter
 from prefect.events.schemas.events import Event
 
 ACTION_FAILED = "prefect.automation.action.failed"
+# A kickoff is stored within seconds of the failure it caused; one still missing after this never will be.
+GIVE_UP_SECONDS = 600
 
 
 def kickoff_parameters(kickoff: Event) -> dict[str, str]:
@@ -43,7 +46,7 @@ class FailedKickoffs:
         self._deployment_id = deployment_id
         self._automations = {f"prefect.automation.{automation_id}" for automation_id in automation_ids}
         self._logger = logger
-        self._failed: dict[UUID, str] = {}  # kickoff id -> the reason Prefect gave
+        self._failed: dict[UUID, tuple[str, float]] = {}  # kickoff id -> Prefect's reason, when seen
         self.repaired = 0
 
     def observe(self, event: Event) -> None:
@@ -53,26 +56,35 @@ class FailedKickoffs:
         for related in event.related:
             if related.get("prefect.resource.role") == "triggering-event":
                 kickoff_id = UUID(related.id.removeprefix("prefect.event."))
-                self._failed[kickoff_id] = str(event.payload.get("reason", "no reason given"))
+                reason = str(event.payload.get("reason", "no reason given"))
+                self._failed.setdefault(kickoff_id, (reason, time.monotonic()))
 
     async def repair(self) -> None:
         """Create the run of every kickoff whose automation failed since the last call."""
         if not self._failed:
             return
-        failed, self._failed = self._failed, {}
-        page = await self._client.read_events(filter=EventFilter(id=EventIDFilter(id=list(failed))), limit=50)
+        wanted = list(self._failed)[:50]  # the server's page; the rest on the next call
+        page = await self._client.read_events(filter=EventFilter(id=EventIDFilter(id=wanted)), limit=50)
         for kickoff in page.events:
             flow_run = await self._client.create_flow_run_from_deployment(
                 self._deployment_id,
                 parameters=kickoff_parameters(kickoff),
                 idempotency_key=f"kickoff-{kickoff.id}",
             )
+            reason, _ = self._failed.pop(kickoff.id)  # a kickoff not stored yet stays for the next call
             self.repaired += 1
             self._logger.warning(
                 "Prefect's Kickoff automation failed to start a run for kickoff %s (%s): started %s",
                 kickoff.id,
-                failed[kickoff.id],
+                reason,
                 flow_run.name,
             )
-        for missing in failed.keys() - {kickoff.id for kickoff in page.events}:
-            self._failed.setdefault(missing, failed[missing])  # not stored yet: next time
+        for kickoff_id, (reason, seen) in list(self._failed.items()):
+            if time.monotonic() - seen > GIVE_UP_SECONDS:
+                del self._failed[kickoff_id]
+                self._logger.error(
+                    "Prefect's Kickoff automation failed for kickoff %s (%s), and that kickoff is not "
+                    "stored: no run can be started for it",
+                    kickoff_id,
+                    reason,
+                )
