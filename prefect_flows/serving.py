@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import AsyncClientContext
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.schemas.events import Event
@@ -37,7 +38,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_flows import engine_patches
 from prefect_flows.coroutine_runner import CoroutineRunner
 from prefect_flows.deployment import DEPLOYMENT_NAME, FlowSettings, kickoff_trigger
-from prefect_flows.flow import CLOCK_SKEW, reconcile_file
+from prefect_flows.flow import CLOCK_SKEW, as_utc, reconcile_file
 from prefect_flows.kickoff_repair import ACTION_FAILED, FailedKickoffs
 from prefect_flows.recovery import HEARTBEAT_SECONDS, install_recovery
 from prefect_flows.serving_lease import RENEW_SECONDS, LeaseLost, ServingLease
@@ -150,6 +151,7 @@ class CoroutineServing:
         except (LeaseLost, engine_patches.EngineChanged) as error:
             self.error = error
             logger.error("%s", error)
+        # Whatever ended serving is reported; then the main thread exits the process.
         except BaseException as error:
             self.error = error
             logger.exception("Serving stopped with an error")
@@ -216,16 +218,16 @@ class CoroutineServing:
             self._released.set()
             await asyncio.Event().wait()  # the main thread exits the process
 
-    def _history_start(self, left, lease: ServingLease) -> datetime:
+    def _history_start(self, left: list[FlowRun], lease: ServingLease) -> datetime:
         """How far back the stream must read: the oldest kickoff followed again, and the files that
         arrived while no serving process watched for unannounced ones."""
         start = datetime.now(UTC) - CLOCK_SKEW
         for flow_run in left:
             if kicked_off := flow_run.parameters.get("kicked_off_at"):
-                start = min(start, _as_datetime(kicked_off) - CLOCK_SKEW)
+                start = min(start, as_utc(datetime.fromisoformat(str(kicked_off))) - CLOCK_SKEW)
         if lease.previous and (renewed := lease.previous.get("renewed_at")):
             grace = timedelta(seconds=self._settings.unannounced_grace_seconds)
-            start = min(start, _as_datetime(renewed) - grace - CLOCK_SKEW)
+            start = min(start, as_utc(datetime.fromisoformat(renewed)) - grace - CLOCK_SKEW)
         return start
 
     async def _poll(
@@ -292,8 +294,3 @@ def quiet_run_logs_on_console() -> None:
 
     for handler in logging.getLogger().handlers:
         handler.addFilter(keep)
-
-
-def _as_datetime(value: str | datetime) -> datetime:
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

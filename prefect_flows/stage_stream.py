@@ -60,16 +60,9 @@ class StopReason:
 class FileWatch:
     """One file's view of the stream: the events that prove its stages, and waits for the missing ones."""
 
-    def __init__(
-        self,
-        file: TrackedFile,
-        since: datetime,
-        flow_run_id: str | None,
-        catch_up: Callable[[], Awaitable[object]],
-    ) -> None:
+    def __init__(self, file: TrackedFile, since: datetime, catch_up: Callable[[], Awaitable[object]]) -> None:
         self.file = file
         self.since = since
-        self.flow_run_id = flow_run_id
         self.stopped: str | None = None
         self.stop_message = ""
         self._proofs: dict[Stage, dict[UUID, Event]] = {stage: {} for stage in STAGES}
@@ -219,16 +212,12 @@ class StageEventStream:
         """The error that ended the stream's background work, if one did (waits raise it too)."""
         return self._failure
 
-    @property
-    def watching(self) -> int:
-        return len({watch for watches in self._watches.values() for watch in watches})
-
     @asynccontextmanager
     async def watch(
         self, file: TrackedFile, since: datetime, flow_run_id: str | None = None
     ) -> AsyncIterator[FileWatch]:
         """Follow `file` from `since`: what happened already, then every new event, until the block ends."""
-        watch = FileWatch(file, since, flow_run_id, self.catch_up)
+        watch = FileWatch(file, since, self.catch_up)
         if self._failure:
             watch.fail(self._failure)
         keys = watch_keys(file)
@@ -259,10 +248,6 @@ class StageEventStream:
             watch.stop(reason, message)
         else:
             self._stopped_runs[flow_run_id] = (reason, message)
-
-    def stop_all(self, reason: str, message: str = "") -> None:
-        for watch in list(self._by_run.values()):
-            watch.stop(reason, message)
 
     async def hold_since(self, since: datetime) -> None:
         """Hold every stored event that occurred since `since`: one read, shared by all who ask."""
