@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.typing import Subprotocol
 
 from devstack.supervision.processes import free_port, wait_until
 
@@ -97,8 +98,12 @@ class ApiCounter:
         route = route_of("WS", client.url.path)
         self._count(self.requests, route)
         url = "ws" + self.target.removeprefix("http") + client.url.path
-        await client.accept()
-        async with websockets.connect(url, max_size=None, ping_interval=None) as server:
+        # Prefect's clients speak the `prefect` subprotocol: ask the server for it, accept what it chose.
+        offered = [Subprotocol(name) for name in client.scope.get("subprotocols", [])]
+        async with websockets.connect(
+            url, subprotocols=offered or None, max_size=None, ping_interval=None
+        ) as server:
+            await client.accept(subprotocol=server.subprotocol)
 
             async def upstream() -> None:
                 with contextlib.suppress(WebSocketDisconnect, websockets.ConnectionClosed):

@@ -70,14 +70,6 @@ class CoroutineRunner:
         self._ended_early: set[UUID] = set()  # runs whose coroutine stopped with an error
         self.finished: dict[str, int] = {}  # final state name -> runs, since start
 
-    @property
-    def following(self) -> int:
-        return len(self._followed)
-
-    @property
-    def starting(self) -> int:
-        return len(self._starting)
-
     def started_watching(self, flow_run_id: str) -> None:
         """A run reached its waits: its start is over, the next may begin (called by the stream)."""
         if release := self._starting.pop(flow_run_id, None):
@@ -138,11 +130,6 @@ class CoroutineRunner:
         finished = ", ".join(f"{count} {state}" for state, count in sorted(self.finished.items())) or "none"
         following = f"following {len(self._followed)} file(s), {len(self._starting)} starting"
         return f"{following}; finished since start: {finished}"
-
-    async def wait_idle(self) -> None:
-        """Wait until every followed run has finished (tests and benchmarks)."""
-        while self._followed:
-            await asyncio.gather(*self._followed.values(), return_exceptions=True)
 
     def _follow(self, flow_run: FlowRun, claim: bool) -> None:
         run_id = str(flow_run.id)

@@ -91,11 +91,14 @@ def test_the_kickoff_trigger_is_the_original_one_plus_the_kickoff_id_and_time():
     }
 
 
-def serve(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
+SERVE_COMMANDS = {"script": ["prefect_flows/serve.py"], "module": ["-m", "prefect_flows.serve"]}
+
+
+def serve(tmp_path, command: str = "script", **env: str) -> subprocess.CompletedProcess[str]:
     """Run serve.py with `env` over a Prefect home of its own (no profile to fall back on)."""
     environ = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     return subprocess.run(
-        [sys.executable, "prefect_flows/serve.py"],
+        [sys.executable, *SERVE_COMMANDS[command]],
         cwd=REPO_ROOT,
         env={**environ, "PREFECT_HOME": str(tmp_path), **env},
         capture_output=True,
@@ -104,8 +107,10 @@ def serve(tmp_path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_serve_py_refuses_a_bad_setting_before_touching_prefect(tmp_path):
-    result = serve(tmp_path, FLOW_RUN_LIMIT="many", PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api")
+@pytest.mark.parametrize("command", SERVE_COMMANDS)
+def test_serve_py_as_a_script_or_a_module_refuses_a_bad_setting_before_touching_prefect(tmp_path, command):
+    url = f"http://127.0.0.1:{free_port()}/api"
+    result = serve(tmp_path, command, FLOW_RUN_LIMIT="many", PREFECT_API_URL=url)
     assert result.returncode == 1
     assert "serve.py: FLOW_RUN_LIMIT is 'many'; set it to a whole number of at least 1." in result.stderr
 
