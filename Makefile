@@ -73,7 +73,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 
 test: install scale-services lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile --durations 15
 
 # The demo needs only the Python requirements and Azurite. Options: make demo DEMO_ARGS="--prefect-port 4201"
 demo: $(VENV)/.installed node_modules/.installed

@@ -40,20 +40,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bench_flow import emit
+from webhook_files import plan, send
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_flow import emit  # noqa: E402
-from webhook_files import plan, send  # noqa: E402
-
-from devstack.flow_runs import FINAL_STATES, runs_by_tracking_id  # noqa: E402
-from devstack.flow_server import FlowServer  # noqa: E402
-from devstack.prefect_api import count_events  # noqa: E402
-from devstack.proc import cpu_seconds, descendants, pss_kib  # noqa: E402
-from devstack.processes import wait_until  # noqa: E402
-from devstack.scale_stack import ScaleStack  # noqa: E402
-from devstack.services import AZURITE_ACCOUNT, REPO_ROOT, Gateway, PrefectServer  # noqa: E402
-from prefect_flows.deployment import FlowSettings, same_deadlines  # noqa: E402
+from configuration import REPO_ROOT
+from devstack.prefect_queries.events import count_events
+from devstack.prefect_queries.flow_runs import FINAL_STATES, runs_by_tracking_id
+from devstack.scale_stack import ScaleStack
+from devstack.services import AZURITE_ACCOUNT, Gateway, PrefectServer
+from devstack.services.flow_server import FlowServer
+from devstack.services.work_pool import WorkPool
+from devstack.supervision.process_stats import cpu_seconds, descendants, pss_kib
+from devstack.supervision.processes import wait_until
+from prefect_flows.deployment import DEFAULT_RUN_LIMITS, same_deadlines
 
 # The gateway that probes each stack: ceiling out of the way, batches big and several at once, so
 # that the rate reaching Prefect is bounded by Prefect's answers, not by the gateway.
@@ -139,7 +138,9 @@ def events_stored(
             stored, last_change = now, time.monotonic()
         time.sleep(1)
     drained_seconds = last_change - started
-    cpu_ms = {name: (cpu_seconds(pid, *descendants(pid)) - cpu_before[name]) * 1000 for name, pid in servers.items()}
+    cpu_ms = {
+        name: (cpu_seconds(pid, *descendants(pid)) - cpu_before[name]) * 1000 for name, pid in servers.items()
+    }
     return emit(
         "events_stored",
         stack=stack,
@@ -202,7 +203,8 @@ def files_in_flight(
     servers_pss = sum(pss_kib(pid) for root in server_roots for pid in [root, *descendants(root)])
     send(gateway.url, [request for sent in requests.values() for request in sent[1:]])
     progress(
-        f"{stack}: stage events sent; waiting for {args.files} outcomes (overdue ones after {args.deadline:g} s)"
+        f"{stack}: stage events sent; waiting for {args.files} outcomes "
+        f"(overdue ones after {args.deadline:g} s)"
     )
 
     def ended() -> dict[str, dict[str, Any]] | None:
@@ -238,6 +240,7 @@ def bench_sqlite(
     try:
         probe = Gateway(work / "gateway-probe", logs, server.api_url, options=PROBE).start()
         gateways.append(probe)
+        assert server.process, "started above"
         servers = {"prefect-server": server.process.pid}
         runs = [events_stored("sqlite", server.api_url, probe, rate, args, servers) for rate in args.rates]
         default_gateway = Gateway(work / "gateway", logs, server.api_url).start()
@@ -245,13 +248,16 @@ def bench_sqlite(
         default = events_stored(
             "sqlite-gateway-default", server.api_url, default_gateway, max(args.rates), args, servers
         )
-        flow = FlowServer(server, logs, settings=same_deadlines(args.deadline)).start()
+        flow = FlowServer(
+            server, logs, settings={**same_deadlines(args.deadline), "FLOW_SERVING": "process"}
+        ).start()
+        assert flow.process, "started just now"
         flight = files_in_flight(
             "sqlite",
             server.api_url,
             default_gateway,
-            flow.deployment()["id"],
-            FlowSettings().run_limit,
+            flow.deployment_id(),
+            DEFAULT_RUN_LIMITS["process"],
             [flow.process.pid],
             [server.process.pid],
             args,
@@ -265,28 +271,41 @@ def bench_sqlite(
 
 def bench_scale(work: Path, args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     postgres_dir = Path(tempfile.mkdtemp(prefix="bench-scale-postgres-"))
+    # The work pool: this benchmark measures the stacks as issue 7 built them (bench_flow.py
+    # measures coroutine serving on both).
     stack = ScaleStack(
-        work, postgres_dir, worker_limit=args.worker_limit, flow_settings=same_deadlines(args.deadline)
-    )
+        work, postgres_dir, serving="process", worker_limit=args.worker_limit,
+        flow_settings=same_deadlines(args.deadline),
+    )  # fmt: skip
     probe = None
     try:
         stack.start(progress)
         probe = Gateway(work / "gateway-probe", work / "logs", stack.prefect.api_url, options=PROBE).start()
         servers = {
             process.name: process.pid
-            for process in (stack.prefect.process, stack.prefect.services, stack.postgres.process, stack.redis.process)
+            for process in (
+                stack.prefect.process,
+                stack.prefect.services,
+                stack.postgres.process,
+                stack.redis.process,
+            )
+            if process  # all started above
         }
-        runs = [events_stored("scale", stack.prefect.api_url, probe, rate, args, servers) for rate in args.rates]
+        runs = [
+            events_stored("scale", stack.prefect.api_url, probe, rate, args, servers) for rate in args.rates
+        ]
         # Stored is not yet processed: the Kickoff trigger reads the same backlog, and would start runs late.
         progress("scale: waiting for the background services to read every event in Redis")
         wait_until(stack.services_caught_up, 900, "the background services to catch up", interval=2)
+        workers = stack.flows
+        assert isinstance(workers, WorkPool), "serving='process' above"
         flight = files_in_flight(
             "scale",
             stack.prefect.api_url,
             stack.gateway,
-            stack.pool.deployment()["id"],
+            stack.flows.deployment_id(),
             2 * args.worker_limit,
-            [worker.pid for worker in stack.pool.processes],
+            [worker.pid for worker in workers.processes],
             list(servers.values()),
             args,
         )
@@ -345,7 +364,8 @@ def main() -> None:
         # The target's reading: the rates at which each Prefect took every event without losing one.
         zero_loss_ratio=round(scale_rate / sqlite_rate, 2) if sqlite_rate else None,
         zero_loss_ratio_ok=bool(sqlite_rate) and scale_rate >= TARGETS["zero_loss_ratio"] * sqlite_rate,
-        # Offered to the gateway: the highest rate each stack lost nothing at (the scale stack queues in Redis).
+        # Offered to the gateway: the highest rate each stack lost nothing at (the scale stack
+        # queues in Redis).
         sqlite_lost_nothing_up_to_offered=sqlite_zero_loss["highest_offered_without_loss"],
         scale_lost_nothing_up_to_offered=scale_zero_loss["highest_offered_without_loss"],
         gateway_default_lost_nothing=default["lost"] == 0,

@@ -38,8 +38,8 @@ from rich.console import Console
 from configuration import REPO_ROOT
 from demo.scenarios import NEVER_ANSWER, SCENARIOS, Observation, Scenario, ScenarioPlayer
 from demo.stack import DemoStack, Ports, StackOptions
-from devstack.flow_runs import timestamp
 from devstack.prefect_queries.events import read_events
+from devstack.prefect_queries.flow_runs import timestamp
 from devstack.supervision.process_stats import descendants
 from devstack.supervision.processes import ServiceError, free_port, wait_until
 from simulators.mainframe import Mainframe

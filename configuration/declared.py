@@ -11,6 +11,7 @@ two markers (`<!-- settings:NAME -->` ... `<!-- /settings:NAME -->`); a test com
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -173,7 +174,7 @@ class Environment:
             number: float | None = int(value) if whole else float(value)
         except ValueError:
             number = None
-        if number is None or number < minimum:
+        if number is None or not math.isfinite(number) or number < minimum:
             kind = "a whole number" if whole else "a number"
             raise SettingsError(f"{name} is {value!r}; set it to {kind} of at least {minimum:g}.")
         return number

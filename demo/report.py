@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from demo.scenarios import Observation
-from devstack.flow_runs import FINAL_STATES, runs_by_tracking_id
+from devstack.prefect_queries.flow_runs import FINAL_STATES, runs_by_tracking_id
 from simulators.config import DEFAULT_ENV_FILE, LOCAL_STORAGE
 from simulators.ledger import RULE
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from rich.console import Console
 
-from devstack.flow_runs import FINAL_STATES, runs_by_tracking_id, timestamp
 from devstack.prefect_queries.events import read_events
+from devstack.prefect_queries.flow_runs import FINAL_STATES, runs_by_tracking_id, timestamp
 from simulators.ledger import ledger
 from simulators.mainframe import Mainframe
 

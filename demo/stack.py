@@ -24,9 +24,9 @@ from azure.storage.blob import ContainerClient
 from rich.console import Console
 
 from configuration import REPO_ROOT
-from devstack.flow_server import FlowServer
 from devstack.functions_host.local_settings import local_settings, read_env_file
 from devstack.services import Azurite, Gateway, PrefectServer
+from devstack.services.flow_server import FlowServer
 from devstack.supervision.processes import ManagedProcess, ServiceError, ensure_port_free
 from file_relay.settings import load_settings
 from prefect_flows.deployment import same_deadlines

@@ -6,9 +6,10 @@
 PostgreSQL and Redis come from Debian's packages (`make scale-services` installs them) and run
 on loopback with their data under `--data-dir`. Prefect's API (without services) and its
 background services run as separate processes, as Prefect documents for
-self-hosting at scale. The flow is deployed with `prefect_flows/deploy.py` to a process work
-pool served by `--workers` workers, each running up to `--worker-limit` flow runs at once. The
-webhook gateway forwards to the API at up to `--max-events-per-second`.
+self-hosting at scale. The flow is served by one `prefect_flows/serve.py`, each run a coroutine
+(`--serving coroutine`, the default), or deployed with `prefect_flows/deploy.py` to a process
+work pool served by `--workers` workers, each running up to `--worker-limit` flow runs at once
+(`--serving process`). The webhook gateway forwards to the API at up to `--max-events-per-second`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from devstack.datastores import Postgres, Redis
-from devstack.processes import ManagedProcess, ServiceError
 from devstack.services import REPO_ROOT, Gateway, PrefectServer
-from devstack.work_pool import WorkPool
+from devstack.services.datastores import Postgres, Redis
+from devstack.services.flow_server import FlowServer
+from devstack.services.work_pool import WorkPool
+from devstack.supervision.processes import ManagedProcess, ServiceError
 
 DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "scale"
 # What the gateway sends this stack per second: Redis queues every event the API takes, so this only
@@ -76,6 +78,7 @@ class ScaleStack:
     gateway_port: int = 0
     postgres_port: int = 0
     redis_port: int = 0
+    serving: str = "coroutine"
     workers: int = 2
     worker_limit: int = 50
     max_events_per_second: float = DEFAULT_MAX_EVENTS_PER_SECOND
@@ -95,7 +98,8 @@ class ScaleStack:
                 **redis_messaging(self.redis),
                 # Fewer, larger inserts (default 20): ~400 -> ~590 events/s stored on 2 cores.
                 "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
-                # 100 waiting runs exhausted the default 5 + 10 connections per process (API 500s, runs crashed).
+                # 100 waiting runs exhausted the default 5 + 10 connections per process (API 500s,
+                # runs crashed).
                 "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "20",
                 "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "30",
             }
@@ -105,12 +109,14 @@ class ScaleStack:
             )  # fmt: skip
             self.prefect = self._up(prefect, timeout=180)
             say(f"Prefect     {self.prefect.ui_url} (the API and the background services apart)")
-            self.pool = self._up(
-                WorkPool(self.prefect, logs, "files", self.workers, self.worker_limit, self.flow_settings)
-            )
-            say(
-                f"Work pool   {self.pool.name!r}: {self.workers} process workers, {self.worker_limit} runs each"
-            )
+            if self.serving == "process":
+                self.flows: FlowServer | WorkPool = self._up(
+                    WorkPool(self.prefect, logs, "files", self.workers, self.worker_limit, self.flow_settings)
+                )
+                say(f"Work pool   'files': {self.workers} process workers, {self.worker_limit} runs each")
+            else:
+                self.flows = self._up(FlowServer(self.prefect, logs, self.flow_settings), timeout=120)
+                say("Flow        served by one serve.py, each run a coroutine")
             ceiling = ["--max-events-per-second", f"{self.max_events_per_second:g}"]
             options = [*ceiling, "--max-in-flight", str(GATEWAY_IN_FLIGHT)]
             gateway = Gateway(
@@ -118,7 +124,8 @@ class ScaleStack:
             )
             self.gateway = self._up(gateway)
             say(
-                f"Gateway     {self.gateway.url}/hooks/<webhook>, up to {self.max_events_per_second:g} events/s"
+                f"Gateway     {self.gateway.url}/hooks/<webhook>, "
+                f"up to {self.max_events_per_second:g} events/s"
             )
         except BaseException:
             self.stop()
@@ -128,10 +135,11 @@ class ScaleStack:
     def processes(self) -> list[ManagedProcess]:
         """Every long-running process of the started stack."""
         servers = [self.postgres.process, self.redis.process, self.prefect.process, self.prefect.services]
-        return [*servers, *self.pool.processes, self.gateway.process]
+        flows = self.flows.processes if isinstance(self.flows, WorkPool) else [self.flows.process]
+        return [*servers, *flows, self.gateway.process]
 
     def services_caught_up(self) -> bool:
-        """Whether every consumer of Prefect's events (persister, triggers...) has read all that Redis holds."""
+        """Whether every consumer of Prefect's events (persister, triggers...) read all Redis holds."""
         with self.redis.client() as redis:
             last = redis.xinfo_stream("events")["last-generated-id"]
             return all(group["last-delivered-id"] == last for group in redis.xinfo_groups("events"))
@@ -148,7 +156,8 @@ class ScaleStack:
 
     def _up(self, part: P, **start_options: float) -> P:
         self.started.append(part)
-        return part.start(**start_options)
+        part.start(**start_options)
+        return part
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     option("--gateway-port", type=int, default=4280, help="the webhook gateway (default: %(default)s)")
     option("--postgres-port", type=int, default=0, help="PostgreSQL (default: a free port)")
     option("--redis-port", type=int, default=0, help="Redis (default: a free port)")
-    option("--workers", type=_positive, default=2, help="process workers (default: %(default)s)")
+    option(
+        "--serving", choices=["coroutine", "process"], default="coroutine",
+        help="runs as coroutines of one serve.py, or processes of a work pool's workers "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    option(
+        "--workers",
+        type=_positive,
+        default=2,
+        help="process workers, with --serving process (default: %(default)s)",
+    )
     option(
         "--worker-limit",
         type=_positive,
@@ -177,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     flow_settings = {name: value for name, value in os.environ.items() if name.startswith("FLOW_")}
     stack = ScaleStack(
         args.data_dir, args.postgres_dir, args.prefect_port, args.gateway_port, args.postgres_port,
-        args.redis_port, args.workers, args.worker_limit, args.max_events_per_second, flow_settings,
+        args.redis_port, args.serving, args.workers, args.worker_limit, args.max_events_per_second,
+        flow_settings,
     )  # fmt: skip
     # SIGTERM stops the stack as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

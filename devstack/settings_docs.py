@@ -13,6 +13,7 @@ from pathlib import Path
 from configuration import REPO_ROOT
 from configuration.declared import generated_block, settings_table, with_generated_block
 from file_relay.settings import SETTINGS
+from prefect_flows.deployment import SETTINGS as FLOW_SETTINGS
 from webhooks.__main__ import PROVISION_FLAGS, SERVE_FLAGS
 
 DOCS = REPO_ROOT / "docs"
@@ -20,6 +21,7 @@ TABLES: dict[str, tuple[Path, Callable[[], str]]] = {
     "app-settings": (DOCS / "function-app.md", lambda: settings_table(SETTINGS)),
     "gateway-serve": (DOCS / "gateway.md", lambda: settings_table(SERVE_FLAGS, heading="Flag")),
     "gateway-provision": (DOCS / "gateway.md", lambda: settings_table(PROVISION_FLAGS, heading="Flag")),
+    "flow": (DOCS / "serving.md", lambda: settings_table(FLOW_SETTINGS, heading="Variable")),
 }
 
 

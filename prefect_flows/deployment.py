@@ -1,31 +1,30 @@
 """How the reconciliation flow is deployed: its name, the Kickoff trigger and the settings.
 
-Settings are environment variables, read once here (see the README's flow section):
-FLOW_POLL_SECONDS, FLOW_RUN_LIMIT and one FLOW_<STAGE>_DEADLINE_SECONDS per stage.
+Settings are environment variables, declared once here (SETTINGS) and documented in
+docs/serving.md from that declaration.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prefect.events import DeploymentEventTrigger
 from prefect.settings import PREFECT_API_URL
 
+from configuration.declared import Environment, Setting, SettingsError, choice, number
 from prefect_flows.stages import STAGES
 
+__all__ = ["SETTINGS", "FlowSettings", "SettingsError", "api_url", "kickoff_trigger"]
+
+FLOW_NAME = "reconcile-file"
 DEPLOYMENT_NAME = "Event Driven Flow"
 # A Prefect server on SQLite serves at most 100 requests at once, and every open websocket holds
 # one: a waiting run holds two or three (its event stream, Prefect's event sender). Measured
 # here: the server stopped answering at about 33 waiting runs.
 SQLITE_SAFE_RUN_LIMIT = 25
 ENTRYPOINT = "prefect_flows/flow.py:reconcile_file"
-
-
-class SettingsError(ValueError):
-    """A setting has a value the flow cannot use; the message names the setting."""
 
 
 def kickoff_trigger() -> DeploymentEventTrigger:
@@ -70,53 +69,89 @@ def same_deadlines(seconds: float) -> dict[str, str]:
     return {deadline_setting(stage.deadline_parameter): f"{seconds:g}" for stage in STAGES}
 
 
+SERVING_MODES = ("coroutine", "process")
+# Files followed at once. A coroutine costs well under 1 MiB; a process ~76 MiB and websockets
+# that a Prefect server on SQLite can hold about 30 of.
+DEFAULT_RUN_LIMITS = {"coroutine": 5000, "process": 20}
+
+
+def _run_limit(environment: Environment, name: str) -> int | None:
+    """None when unset: the serving mode's default."""
+    return number(1, whole=True)(environment, name) if environment.text(name) else None
+
+
+SETTINGS = (
+    Setting(
+        "FLOW_SERVING",
+        "coroutine",
+        "`coroutine`: every run a coroutine of the one serve.py process, thousands at once; `process`: "
+        "a process per run, as Prefect's runner serves",
+        read=choice(*SERVING_MODES),
+    ),
+    Setting(
+        "FLOW_POLL_SECONDS",
+        "0.5",
+        "how often serve.py looks for new runs (Prefect's default is 10 s)",
+        read=number(0.1),
+    ),
+    Setting(
+        "FLOW_RUN_LIMIT",
+        "",
+        f"files followed at once; more kickoffs wait as Scheduled runs (unset: "
+        f"{DEFAULT_RUN_LIMITS['coroutine']} coroutines, {DEFAULT_RUN_LIMITS['process']} processes)",
+        read=_run_limit,
+    ),
+    Setting(
+        "FLOW_UNANNOUNCED_GRACE_SECONDS",
+        "600",
+        "a `Microsoft.Storage.BlobCreated` or `Summary` whose file had no kickoff this long after it is "
+        "reported (coroutine serving)",
+        read=number(1),
+    ),
+    *(
+        Setting(
+            deadline_setting(stage.deadline_parameter),
+            f"{stage.default_deadline_seconds:g}",
+            f"`{stage.event}` must be seen within this long after the kickoff",
+            read=number(1),
+        )
+        for stage in STAGES
+    ),
+)
+
+
 @dataclass(frozen=True)
 class FlowSettings:
-    """How `serve.py` runs the flow: runner poll interval, concurrency, per-stage deadlines."""
+    """How `serve.py` runs the flow: serving mode, poll interval, concurrency, deadlines, grace."""
 
-    # The runner polls every 10 s by default; a kickoff should start a run within ~2 s.
-    poll_seconds: float = 0.5
-    # Each waiting run is a process of ~76 MiB and holds websockets: 20 fit a laptop and SQLite.
-    run_limit: int = 20
-    deadlines: dict[str, float] = field(
-        default_factory=lambda: {stage.deadline_parameter: stage.default_deadline_seconds for stage in STAGES}
-    )
+    serving: str
+    poll_seconds: float
+    run_limit: int
+    unannounced_grace_seconds: float
+    deadlines: dict[str, float]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> FlowSettings:
         """Settings from the environment; defaults for what is unset; SettingsError for a bad value."""
-        defaults = cls()
+        values = Environment(SETTINGS, environ).values()
         return cls(
-            poll_seconds=_positive(environ, "FLOW_POLL_SECONDS", defaults.poll_seconds, float),
-            run_limit=_positive(environ, "FLOW_RUN_LIMIT", defaults.run_limit, int),
+            serving=values["flow_serving"],
+            poll_seconds=values["flow_poll_seconds"],
+            run_limit=values["flow_run_limit"] or DEFAULT_RUN_LIMITS[values["flow_serving"]],
+            unannounced_grace_seconds=values["flow_unannounced_grace_seconds"],
             deadlines={
-                parameter: _positive(environ, deadline_setting(parameter), seconds, float)
-                for parameter, seconds in defaults.deadlines.items()
+                stage.deadline_parameter: values[deadline_setting(stage.deadline_parameter).lower()]
+                for stage in STAGES
             },
         )
 
     def warnings(self) -> list[str]:
         """What in these settings is likely to hurt, for serve.py to say at start."""
-        if self.run_limit <= SQLITE_SAFE_RUN_LIMIT:
+        if self.serving != "process" or self.run_limit <= SQLITE_SAFE_RUN_LIMIT:
             return []
         return [
             f"FLOW_RUN_LIMIT={self.run_limit}: a Prefect server on SQLite stops answering at about 30 "
-            f"waiting runs (each holds websockets while it waits); run Prefect on PostgreSQL or keep "
-            f"FLOW_RUN_LIMIT at {SQLITE_SAFE_RUN_LIMIT} or less."
+            f"waiting runs served as processes (each holds websockets while it waits); serve them as "
+            f"coroutines (unset FLOW_SERVING), run Prefect on PostgreSQL, or keep FLOW_RUN_LIMIT at "
+            f"{SQLITE_SAFE_RUN_LIMIT} or less."
         ]
-
-
-def _positive(environ: Mapping[str, str], name: str, default: float, kind: type) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = 0
-    if not (value > 0 and math.isfinite(value)):
-        unit = "a whole number" if kind is int else "a number of seconds"
-        raise SettingsError(
-            f"{name} must be {unit} greater than 0, not {raw!r}; fix it or unset it (default {default:g})"
-        )
-    return value

@@ -50,6 +50,7 @@ def reconcile(summaries: list[Event], receipts: list[Event]) -> Verdict:
 def agreed_count(stage: Stage, events: list[Event]) -> tuple[int | None, list[str]]:
     """The one count that all of a file's events for `stage` state, or what is wrong with them."""
     event_name, label = stage.event, stage.count_label
+    assert label, f"{event_name} states no count"
     counts: dict[int, list[str]] = {}
     problems = []
     for event in events:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime
 
 from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 from prefect.events import emit_event
 from prefect.events.schemas.events import Event
+from prefect.runtime import flow_run
 
 from prefect_flows.reconcile import Verdict, format_duration
 from prefect_flows.stages import STAGES, Stage, TrackedFile
 
+OUTCOME_EVENT_NAMESPACE = uuid.UUID("5e0a3f1c-7d2b-4c8e-9f6a-1b3d5c7e9a20")
 OUTCOME_TITLES = {
     "matched": "Reconciled",
     "mismatched": "Records missing",
@@ -73,9 +76,14 @@ async def report(
 
 
 def emit_outcome(file: TrackedFile, verdict: Verdict) -> None:
-    """`reconciliation.<outcome>` about the file; Prefect relates it to this flow run."""
+    """`reconciliation.<outcome>` about the file; Prefect relates it to this flow run.
+
+    Its id is the run's and the outcome's: a run that reaches its verdict twice (a second attempt
+    after its serving process stopped) makes one event, and automations page once.
+    """
     emit_event(
         event=f"reconciliation.{verdict.outcome}",
+        id=uuid.uuid5(OUTCOME_EVENT_NAMESPACE, f"{flow_run.id}:{verdict.outcome}"),
         resource={
             "prefect.resource.id": f"file.{file.tracking_id or file.file_name or 'unknown'}",
             "prefect.resource.name": file.file_name,

@@ -63,5 +63,15 @@ class TrackedFile:
         return any(self.proves(stage, event) for stage in STAGES)
 
     def _names_this_file(self, url: str) -> bool:
-        path = unquote(urlsplit(url).path)
+        path = blob_url_path(url)
         return path.endswith("/" + self.file_name.lstrip("/"))
+
+
+def last_part(path: str) -> str:
+    """What a file is found by in a dictionary: `2024/06/a.csv` -> `a.csv`."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def blob_url_path(url: str) -> str:
+    """A blob URL's path as the file name reads: `.../incoming/a%20b.csv` -> `/.../incoming/a b.csv`."""
+    return unquote(urlsplit(url).path)

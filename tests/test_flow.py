@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack import pipeline_events as events
-from devstack.flow_runs import FINAL_STATES, final_state, timestamp, wait_for_run
-from devstack.flow_server import FlowServer
-from devstack.prefect_api import read_events
-from devstack.processes import wait_until
+from devstack.prefect_queries import pipeline_events as events
+from devstack.prefect_queries.events import read_events
+from devstack.prefect_queries.flow_runs import FINAL_STATES, final_state, timestamp, wait_for_run
+from devstack.services.flow_server import FlowServer
+from devstack.supervision.processes import wait_until
 from prefect_flows.deployment import same_deadlines
 from prefect_flows.report import artifact_key
 
@@ -61,11 +61,16 @@ class TrackedRun:
     def stages(self, sent: int | str, received: int | str) -> list[dict[str, Any]]:
         return events.stages(self.file_name, self.tracking_id, sent, received)
 
+    @property
+    def kickoff_id(self) -> str:
+        assert self.kickoff, "kick the file off first"
+        return self.kickoff["id"]
+
     def run(self, states: set[str], timeout: float = 60) -> dict[str, Any]:
-        return wait_for_run(self.api_url, self.server.deployment()["id"], self.kickoff["id"], states, timeout)
+        return wait_for_run(self.api_url, self.server.deployment_id(), self.kickoff_id, states, timeout)
 
     def outcome(self, timeout: float = 90) -> tuple[str, str]:
-        return final_state(self.api_url, self.server.deployment()["id"], self.kickoff["id"], timeout)
+        return final_state(self.api_url, self.server.deployment_id(), self.kickoff_id, timeout)
 
     def outcome_event(self, outcome: str) -> dict[str, Any]:
         def emitted() -> list[dict[str, Any]]:

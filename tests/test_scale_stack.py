@@ -1,4 +1,4 @@
-"""The scale stack: Prefect on PostgreSQL and Redis with its services apart, the flow on two workers.
+"""The scale stack: Prefect on PostgreSQL and Redis with its services apart, the flow served as coroutines.
 
 The demo's scenarios (succeed, mismatch, overdue), and a burst of them, play through the whole
 pipeline on it: the demo's mainframe simulator, the Function App in the host stand-in and the
@@ -7,16 +7,13 @@ consumer stand-in, on an Azurite of their own, send to the scale stack's gateway
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,7 +55,7 @@ def senders(scale_stack: ScaleStack, tmp_path_factory: pytest.TempPathFactory) -
 def play(stack: ScaleStack, senders: DemoStack, copies: int) -> list[Observation]:
     """Play the demo's scenarios `copies` times over, all at once; what the Prefect API shows of each."""
     mainframe = Mainframe.configured(senders.options.env_file, environ=senders.app_settings())
-    deployment = stack.pool.deployment()
+    deployment = stack.flows.deployment()
     assert deployment is not None, "the scale stack deployed the flow"
     player = ScenarioPlayer(stack.prefect.api_url, deployment["id"], mainframe, Console())
     return player.play(SCENARIOS * copies, timeout=SCALE_DEADLINE_SECONDS + 60 + 4 * copies)
@@ -105,32 +102,12 @@ def test_the_demo_scenarios_end_as_expected_with_prefect_on_postgres_and_redis(s
     wait_until(lambda: sorted(psql(scale_stack, query).split()) == expected, 30, f"{expected} in PostgreSQL")
 
 
-def test_a_burst_of_files_ends_with_every_outcome_right_on_both_workers(scale_stack, senders):
+def test_a_burst_of_files_ends_with_every_outcome_right_in_one_serving_process(scale_stack, senders):
     observations = play(scale_stack, senders, 10)
     assert len(observations) == 30
     assert unexpected(observations) == []
-    # Which worker ran each run: a process worker passes on its runs' output, whose first lines
-    # give the run's address. (Not the workers' submitted-flow-run events: when both workers race
-    # for a run, the one that wins sometimes sends none.)
-    ours = {o.run["id"] for o in observations}
-    workers = {process.name: process.log_path for process in scale_stack.pool.processes}
-
-    def workers_by_run() -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for worker, log in workers.items():
-            for run_id in set(re.findall(r"/runs/flow-run/([0-9a-f-]{36})", log.read_text())) & ours:
-                found.setdefault(run_id, []).append(worker)
-        return found
-
-    # Every run has ended, so each has written its first lines; the log may lag a moment behind.
-    with contextlib.suppress(ServiceError):
-        wait_until(lambda: workers_by_run().keys() == ours, 60, "every run's address in a worker's log")
-    by_run = workers_by_run()
-    missing = ours - by_run.keys()
-    assert not missing, f"{len(missing)} of {len(ours)} runs in no worker's log: {sorted(missing)[:3]}"
-    assert all(len(ran) == 1 for ran in by_run.values()), "a run in two workers' logs"
-    per_worker = Counter(ran[0] for ran in by_run.values())
-    assert per_worker.keys() == workers.keys(), f"runs per worker: {per_worker}"
+    # One process followed them all: serve.py started no process per run.
+    assert descendants(scale_stack.flows.process.pid) == []
 
 
 @pytest.mark.services  # starts the whole stack itself
@@ -149,8 +126,6 @@ def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
             "0",
             "--gateway-port",
             "0",
-            "--workers",
-            "1",
         ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
@@ -165,9 +140,8 @@ def test_the_command_stops_everything_it_started_on_ctrl_c(tmp_path):
                 break
         assert "Press Ctrl-C to stop" in "".join(output), "".join(output)
         ours = descendants(command.pid)
-        assert len(ours) >= 6, (
-            ours
-        )  # postgres, redis, API, services, a worker, the gateway (and their children)
+        # postgres, redis, the API, the services, serve.py, the gateway (and their children)
+        assert len(ours) >= 6, ours
         command.send_signal(signal.SIGINT)
         assert command.wait(60) == 0
         wait_until(lambda: not any(alive(pid) for pid in ours), 10, "every process of the stack to exit")

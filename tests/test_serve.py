@@ -13,11 +13,11 @@ import sys
 import httpx
 import pytest
 
-from devstack import pipeline_events as events
-from devstack.flow_runs import final_state, wait_for_run
-from devstack.flow_server import FlowServer
-from devstack.processes import ManagedProcess
+from devstack.prefect_queries import pipeline_events as events
+from devstack.prefect_queries.flow_runs import final_state, wait_for_run
 from devstack.services import REPO_ROOT, prefect_cli
+from devstack.services.flow_server import FlowServer
+from devstack.supervision.processes import ManagedProcess
 
 POOL = "files"
 
@@ -78,7 +78,36 @@ def test_deploy_names_a_missing_work_pool_and_how_to_create_it(private_server):
     assert "prefect work-pool create no-such-pool --type process" in result.stderr
 
 
-def test_a_deployed_flow_runs_kickoffs_on_a_process_worker(private_server, service_logs, tmp_path):
+def test_runs_cancelled_by_a_stopping_process_runner_are_followed_again_by_the_next(
+    private_server, service_logs
+):
+    api = private_server.api_url
+    flow = FlowServer(
+        private_server, service_logs, settings={"FLOW_SERVING": "process"}, name="process-serve"
+    ).start()
+    try:
+        deployment = flow.deployment()
+        kickoff = events.kickoff("resumed.csv", tracking_id := f"T-{os.urandom(4).hex()}")
+        events.post_events(api, [kickoff])
+        wait_for_run(api, deployment["id"], kickoff["id"], {"RUNNING"}, timeout=60)
+        flow.stop()
+        # Prefect's runner cancels its runs as it stops; the recovery automation schedules them again.
+        run = wait_for_run(api, deployment["id"], kickoff["id"], {"SCHEDULED"}, timeout=60)
+        assert run["state_name"] == "Resuming"
+        events.post_events(api, events.stages("resumed.csv", tracking_id, 6, 6))
+        flow.start()
+        assert final_state(api, deployment["id"], kickoff["id"], timeout=120) == (
+            "COMPLETED",
+            "6 records sent, 6 received",
+        )
+    finally:
+        flow.stop()
+        flow.remove_deployment()
+
+
+def test_a_deployed_flow_runs_kickoffs_on_a_process_worker_and_resumes_those_a_stopped_worker_left(
+    private_server, service_logs, tmp_path
+):
     api = private_server.api_url
     httpx.post(f"{api}/work_pools/", json={"name": POOL, "type": "process"}, timeout=10).raise_for_status()
     result = deploy(api, "--pool", POOL)
@@ -96,12 +125,28 @@ def test_a_deployed_flow_runs_kickoffs_on_a_process_worker(private_server, servi
         service_logs / "worker.log",
         env={**os.environ, **private_server.client_env(), "PREFECT_WORKER_QUERY_SECONDS": "1"},
         cwd=tmp_path,
-    ).start()
+    )
     try:
+        worker.start()
         kickoff_id = post_file(api, 3, 2)
         assert final_state(api, deployment["id"], kickoff_id, timeout=120) == (
             "FAILED",
             "sent 3, received 2 (1 missing)",
+        )
+
+        # A worker stopped with its process group (as systemd stops it) leaves its run Running:
+        # its heartbeats stop, the server marks it Crashed, then schedules it again.
+        kickoff = events.kickoff("left.csv", tracking_id := f"T-{os.urandom(4).hex()}")
+        events.post_events(api, [kickoff])
+        wait_for_run(api, deployment["id"], kickoff["id"], {"RUNNING"}, timeout=120)
+        worker.stop()
+        run = wait_for_run(api, deployment["id"], kickoff["id"], {"SCHEDULED"}, timeout=240)
+        assert run["state_name"] == "Resuming"
+        events.post_events(api, events.stages("left.csv", tracking_id, 4, 4))
+        worker.start()
+        assert final_state(api, deployment["id"], kickoff["id"], timeout=120) == (
+            "COMPLETED",
+            "4 records sent, 4 received",
         )
     finally:
         worker.stop()

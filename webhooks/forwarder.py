@@ -20,7 +20,9 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -72,6 +74,39 @@ class Pacer:
         self.rate = max(self.ceiling / 20, self.rate / 2)
 
 
+class InFlight:
+    """Batches on their way to Prefect; a batch that crashed (not just refused) is raised by the loop."""
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._crashed: list[BaseException] = []
+        self._wake = wake
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, sending: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(sending)
+        self._tasks.add(task)
+        task.add_done_callback(self._settle)
+
+    def raise_first_crash(self) -> None:
+        if self._crashed:
+            raise self._crashed[0]
+
+    async def wait_for_one(self) -> None:
+        await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def finish(self, raise_errors: bool) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=not raise_errors)
+
+    def _settle(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._crashed.append(error)
+            self._wake.set()  # wake the loop to raise it
+
+
 class Forwarder:
     """Moves events from the outbox into Prefect, batch by batch."""
 
@@ -97,6 +132,7 @@ class Forwarder:
         self._task: asyncio.Task[None] | None = None
         self._draining = False
         self._failed = False
+        self._pruned_at = 0.0
         self._retry_in = FIRST_RETRY_SECONDS
         self._stopping = asyncio.Event()
 
@@ -139,55 +175,50 @@ class Forwarder:
             self._retry_in = min(LAST_RETRY_SECONDS, self._retry_in * 2)
 
     async def _run(self) -> None:
-        last_pruned = 0.0
+        in_flight = InFlight(wake=self.outbox.committed)
         after = 0  # the last queued event handed to a batch in flight
-        sending: set[asyncio.Task[None]] = set()
-        crashed: list[BaseException] = []
-        self._failed = False
-
-        def settle(task: asyncio.Task[None]) -> None:
-            sending.discard(task)
-            if not task.cancelled() and (error := task.exception()) is not None:
-                crashed.append(error)
-                self.outbox.committed.set()  # wake the loop to raise it
-
+        self._failed, self._pruned_at = False, 0.0
         try:
             while not self._stopping.is_set():
-                if crashed:
-                    raise crashed[0]
-                if time.monotonic() - last_pruned > PRUNE_SECONDS:
-                    await self.outbox.forget_old()
-                    last_pruned = time.monotonic()
-                if len(sending) >= self.max_in_flight:
-                    await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                if self._failed:
-                    # Let the others finish, then start again from the oldest event still queued.
-                    await asyncio.gather(*sending)
-                    self._failed, after = False, 0
-                    await self._pause(self._retry_in * random.uniform(0.8, 1.2))
-                    self._retry_in = min(LAST_RETRY_SECONDS, self._retry_in * 2)
-                    continue
-                self.outbox.committed.clear()
-                batch = await self.outbox.next_batch(self.batch_size, after, MAX_BATCH_BYTES)
-                if not batch:
-                    if sending:
-                        await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
-                    elif self._draining:
+                in_flight.raise_first_crash()
+                await self._prune_when_due()
+                if len(in_flight) >= self.max_in_flight:
+                    await in_flight.wait_for_one()
+                elif self._failed:
+                    after = await self._start_over(in_flight)
+                elif batch := await self._next_batch(after):
+                    after = batch[-1].seq
+                    if await self._pause(self.pacer.reserve(len(batch))):
                         return
-                    else:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.outbox.committed.wait(), 60)
-                    continue
-                after = batch[-1].seq
-                if await self._pause(self.pacer.reserve(len(batch))):
+                    in_flight.add(self._send(batch))
+                elif in_flight:
+                    await in_flight.wait_for_one()
+                elif self._draining:
                     return
-                task = asyncio.create_task(self._send(batch))
-                sending.add(task)
-                task.add_done_callback(settle)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.outbox.committed.wait(), 60)
         finally:
             # Stopping: batches Prefect is answering finish (stop() cancels them after its grace).
-            await asyncio.gather(*sending, return_exceptions=True)
+            await in_flight.finish(raise_errors=False)
+
+    async def _prune_when_due(self) -> None:
+        if time.monotonic() - self._pruned_at > PRUNE_SECONDS:
+            await self.outbox.forget_old()
+            self._pruned_at = time.monotonic()
+
+    async def _next_batch(self, after: int) -> list[QueuedEvent]:
+        self.outbox.committed.clear()  # set again by the next commit: no new event goes unnoticed
+        return await self.outbox.next_batch(self.batch_size, after, MAX_BATCH_BYTES)
+
+    async def _start_over(self, in_flight: InFlight) -> int:
+        """After a batch Prefect did not take: let the others finish, back off, and start again from
+        the oldest event still queued (sequence number 0)."""
+        await in_flight.finish(raise_errors=True)
+        self._failed = False
+        await self._pause(self._retry_in * random.uniform(0.8, 1.2))
+        self._retry_in = min(LAST_RETRY_SECONDS, self._retry_in * 2)
+        return 0
 
     async def _send(self, batch: list[QueuedEvent]) -> None:
         """Forward one batch; when Prefect does not take it, note it (the run loop retries) and slow down."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,12 +12,11 @@ from typing import Any
 
 import httpx
 
-from devstack.flow_runs import read_deployment, timestamp
-from devstack.processes import ManagedProcess
-from devstack.services import REPO_ROOT, PrefectServer
-
-FLOW_NAME = "reconcile-file"
-DEPLOYMENT_NAME = "Event Driven Flow"
+from configuration import REPO_ROOT
+from devstack.prefect_queries.flow_runs import delete_retrying, read_deployment, timestamp
+from devstack.services.prefect_server import PrefectServer
+from devstack.supervision.processes import ManagedProcess, ServiceError
+from prefect_flows.deployment import DEPLOYMENT_NAME, FLOW_NAME
 
 
 @dataclass
@@ -34,8 +34,8 @@ class FlowServer:
     cwd: Path = REPO_ROOT
     process: ManagedProcess | None = None
 
-    def start(self, timeout: float = 90.0) -> FlowServer:
-        """Start serve.py and wait until its runner polls for the (re-registered) deployment."""
+    def start(self, timeout: float = 90.0, wait: bool = True) -> FlowServer:
+        """Start serve.py and (with `wait`) wait until it polls for the (re-registered) deployment."""
         started = datetime.now(UTC)
         self.process = ManagedProcess(
             self.name,
@@ -45,15 +45,23 @@ class FlowServer:
             env={**os.environ, **self.prefect.client_env(), **self.settings},
             cwd=self.cwd,
         ).start()
-        self.process.wait_healthy(lambda: self._polled_since(started), timeout)
+        if wait:
+            self.process.wait_healthy(lambda: self._polled_since(started), timeout)
         return self
 
     def deployment(self) -> dict[str, Any] | None:
         return read_deployment(self.prefect.api_url, FLOW_NAME, DEPLOYMENT_NAME)
 
-    def stop(self) -> None:
+    def deployment_id(self) -> str:
+        """The deployment's id; ServiceError if it is not (or no longer) registered."""
+        if deployment := self.deployment():
+            return str(deployment["id"])
+        raise ServiceError(f"{FLOW_NAME}/{DEPLOYMENT_NAME} is not deployed to {self.prefect.api_url}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop serve.py: SIGTERM as a deploy or systemd does; SIGKILL as a crash."""
         if self.process:
-            self.process.stop()
+            self.process.stop(sig=sig)
 
     def remove_deployment(self) -> None:
         """Delete the deployment and its Kickoff trigger, so later kickoffs start nothing."""
@@ -62,15 +70,13 @@ class FlowServer:
             return
         api = self.prefect.api_url
         # Deleting a deployment leaves its trigger behind (it would fail on every kickoff).
-        httpx.delete(
-            f"{api}/automations/owned-by/prefect.deployment.{deployment['id']}", timeout=10
-        ).raise_for_status()
-        httpx.delete(f"{api}/deployments/{deployment['id']}", timeout=10).raise_for_status()
+        delete_retrying(f"{api}/automations/owned-by/prefect.deployment.{deployment['id']}")
+        delete_retrying(f"{api}/deployments/{deployment['id']}")
 
     def _polled_since(self, started: datetime) -> bool:
         try:
             deployment = self.deployment()
         except httpx.HTTPError:
             return False
-        polled = deployment and deployment.get("last_polled")
-        return bool(polled) and timestamp(polled) >= started
+        polled = deployment.get("last_polled") if deployment else None
+        return isinstance(polled, str) and timestamp(polled) >= started

@@ -6,15 +6,17 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from devstack.flow_runs import read_deployment
-from devstack.flow_server import DEPLOYMENT_NAME, FLOW_NAME
-from devstack.processes import ManagedProcess, ServiceError
-from devstack.services import REPO_ROOT, PrefectServer, prefect_cli
+from configuration import REPO_ROOT
+from devstack.prefect_queries.flow_runs import read_deployment
+from devstack.services.prefect_server import PrefectServer, prefect_cli
+from devstack.supervision.processes import ManagedProcess, ServiceError
+from prefect_flows.deployment import DEPLOYMENT_NAME, FLOW_NAME
 
 
 @dataclass
@@ -57,11 +59,17 @@ class WorkPool:
             argv += ["--name", worker, "--limit", str(self.worker_limit)]
             process = ManagedProcess(worker, argv, self.log_dir / f"{worker}.log", env=env, cwd=REPO_ROOT)
             self.processes.append(process.start())
-            process.wait_healthy(lambda worker=worker: self._online(worker), timeout)
+            process.wait_healthy(partial(self._online, worker), timeout)
         return self
 
     def deployment(self) -> dict[str, Any] | None:
         return read_deployment(self.prefect.api_url, FLOW_NAME, DEPLOYMENT_NAME)
+
+    def deployment_id(self) -> str:
+        """The deployment's id; ServiceError if it is not (or no longer) registered."""
+        if deployment := self.deployment():
+            return str(deployment["id"])
+        raise ServiceError(f"{FLOW_NAME}/{DEPLOYMENT_NAME} is not deployed to {self.prefect.api_url}")
 
     def stop(self) -> None:
         for process in self.processes:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import httpx
 
-from devstack.processes import wait_until
+from devstack.supervision.processes import wait_until
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 PAGE = 200
@@ -82,6 +82,36 @@ def final_state(api_url: str, deployment_id: str, kickoff_id: str, timeout: floa
     """(state type, message) of the run that kickoff `kickoff_id` started, once it has finished."""
     run = wait_for_run(api_url, deployment_id, kickoff_id, FINAL_STATES, timeout)
     return run["state_type"], run["state"]["message"]
+
+
+def count_runs(api_url: str, deployment_id: str, states: set[str], name_like: str | None = None) -> int:
+    """How many of the deployment's flow runs are in one of `states`."""
+    flow_runs: dict[str, Any] = {"state": {"type": {"any_": sorted(states)}}}
+    if name_like:
+        flow_runs["name"] = {"like_": name_like}
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": flow_runs}
+    response = httpx.post(f"{api_url}/flow_runs/count", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def request_retrying(method: str, url: str, **options: Any) -> httpx.Response:
+    """A request asked again while the server answers 503, as Prefect's own client does.
+
+    A Prefect server on SQLite answers 503 to errors it calls retryable, e.g. "database is
+    locked" while served runs write too. Other errors raise.
+    """
+
+    def answered() -> httpx.Response | None:
+        response = httpx.request(method, url, timeout=30, **options)
+        return None if response.status_code == 503 else response
+
+    response = wait_until(answered, 60, f"{method} {url} to answer other than 503", interval=0.5)
+    return response.raise_for_status()
+
+
+def delete_retrying(url: str) -> None:
+    request_retrying("DELETE", url)
 
 
 def timestamp(value: str) -> datetime:
