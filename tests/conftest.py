@@ -6,6 +6,7 @@ Tests that need a private one (one they restart, flood or configure differently)
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,11 @@ from prefect_flows.deployment import same_deadlines
 
 # The Function App's fixtures (`receiver`, `start_relay`), defined beside its tests, for every test module.
 pytest_plugins = ["tests.relay_fixtures"]
+
+# A shell without job control (`make test &` in a script) starts us with Ctrl-C ignored, and every
+# process we start would inherit that: the tests that press Ctrl-C need it as a terminal has it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Service(Protocol):
