@@ -48,6 +48,8 @@ from prefect_flows.stages import (
 PAGE_SIZE = 50
 STREAM_ERRORS = (WebSocketException, OSError, TimeoutError)
 READ_ERRORS = (httpx.HTTPError, OSError)
+# How often what is held for files is pruned: each pruning looks at every file, and thousands wait.
+FORGET_EVERY = timedelta(minutes=1)
 
 
 class StopReason:
@@ -185,6 +187,7 @@ class StageEventStream:
         self._by_run: dict[str, FileWatch] = {}
         self._stopped_runs: dict[str, tuple[str, str]] = {}
         self._held_since = since  # every stored event that occurred since this is held
+        self._next_forget = datetime.now(UTC)
         self._floor = since  # events older than this are dropped on arrival
         self._next_read_since = since
         self._read_lock = asyncio.Lock()
@@ -311,6 +314,9 @@ class StageEventStream:
 
     def _forget_old(self, now: datetime) -> None:
         """Let go of events that no file followed now, nor one starting soon, can need."""
+        if now < self._next_forget:
+            return
+        self._next_forget = now + FORGET_EVERY
         horizon = now - self._retain - self._reread_overlap
         for watches in self._watches.values():
             for watch in watches:

@@ -24,7 +24,7 @@ from prefect.events.schemas.events import Event, ResourceSpecification
 from prefect.states import Failed
 
 from prefect_flows.reconcile import format_duration
-from prefect_flows.stage_stream import occurred_since
+from prefect_flows.stage_stream import FORGET_EVERY, occurred_since
 from prefect_flows.stages import BLOB_CREATED, SUMMARY, TrackedFile, blob_url_path, last_part
 
 KICKOFF_RESOURCE = {"prefect.resource.id": "prefect.webhook.mainframe", "stage": "on-prem"}
@@ -65,6 +65,7 @@ class UnannouncedFiles:
         self._logger = logger
         self._kickoffs: dict[str, list[Event]] = defaultdict(list)  # by trackingId and by blob name
         self._suspects: dict[UUID, Event] = {}
+        self._next_forget = datetime.now(UTC)
         self.reported = 0
 
     def observe(self, event: Event) -> None:
@@ -81,7 +82,9 @@ class UnannouncedFiles:
             if not self._announced(event) and not await self._kickoff_stored(event):
                 await self._report(event)
             del self._suspects[event.id]
-        self._forget_kickoffs_before(now - self._lookback - self._grace)
+        if now >= self._next_forget:
+            self._forget_kickoffs_before(now - self._lookback - self._grace)
+            self._next_forget = now + FORGET_EVERY
 
     def _remember_kickoff(self, kickoff: Event) -> None:
         self._kickoffs[f"trackingId:{kickoff.resource.get('trackingId')}"].append(kickoff)
