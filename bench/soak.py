@@ -5,8 +5,8 @@ consumer stand-in, the served flow) on free ports, fed one file every `--file-ev
 (clean, mismatched and overdue files in rotation, and a large one before each Azurite or
 Function App fault, so that the fault strikes mid-emission). Every `--fault-every` seconds one
 fault, in rotation: kill -9 of the gateway, restart of the Prefect server, restart of Azurite,
-kill -9 of the Function App host, kill -9 of the served flow (serve.py itself: the runs it
-started live on). Each is followed by the service's restart.
+kill -9 of the Function App host, kill -9 of the served flow (serve.py itself; runs it served
+as processes live on). Each is followed by the service's restart.
 
 It prints one JSON object per fault (with every service's RSS then), then
 `{"measurement": "soak", ...}`: files sent, wrong outcomes (a run that ended otherwise than its
