@@ -9,21 +9,42 @@ The serving process sees each `prefect.automation.action.failed` of the deployme
 automation on its stream; it reads the kickoff the failure names and creates the run the trigger
 would have, with the trigger's parameters. The idempotency key comes from the kickoff's id, so a
 failure seen twice (a restart re-reads its history) still makes one run.
+
+An action can also never run at all: a Prefect server on SQLite keeps the actions its automations
+fired in memory, and a restart drops them (seen in the soak: `prefect.automation.triggered`, then
+nothing). A kickoff whose automation fired before the event stream was lost, and that no action
+event followed within a minute of the stream's return, gets its run too, unless the deployment
+already has one for it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+)
 from prefect.events.filters import EventFilter, EventIDFilter
 from prefect.events.schemas.events import Event
 
+AUTOMATION_TRIGGERED = "prefect.automation.triggered"
 ACTION_FAILED = "prefect.automation.action.failed"
+ACTION_EVENTS = {"prefect.automation.action.triggered", "prefect.automation.action.executed", ACTION_FAILED}
+# What the stream must carry for this module.
+KICKOFF_AUTOMATION_EVENTS = [AUTOMATION_TRIGGERED, *sorted(ACTION_EVENTS)]
 # A kickoff is stored within seconds of the failure it caused; one still missing after this never will be.
 GIVE_UP_SECONDS = 600
+# A fired action runs within seconds; one still silent this long after the stream came back was dropped.
+DROPPED_AFTER = timedelta(seconds=60)
+RUNS_PAGE = 200
 
 
 def kickoff_parameters(kickoff: Event) -> dict[str, str]:
@@ -40,32 +61,59 @@ class FailedKickoffs:
     """Starts the runs that the Kickoff automation failed to start."""
 
     def __init__(
-        self, client: PrefectClient, deployment_id: UUID, automation_ids: set[UUID], logger: logging.Logger
+        self,
+        client: PrefectClient,
+        deployment_id: UUID,
+        automation_ids: set[UUID],
+        logger: logging.Logger,
+        stream_connected_at: Callable[[], datetime | None],
     ) -> None:
+        """`stream_connected_at`: when the event stream last (re)connected, if it is connected."""
         self._client = client
         self._deployment_id = deployment_id
         self._automations = {f"prefect.automation.{automation_id}" for automation_id in automation_ids}
         self._logger = logger
+        self._stream_connected_at = stream_connected_at
         self._failed: dict[UUID, tuple[str, float]] = {}  # kickoff id -> Prefect's reason, when seen
+        self._fired: dict[UUID, tuple[datetime, float]] = {}  # no action seen yet: when fired, when seen
+        self._unsure: set[UUID] = set()  # in _failed without a failure: a run may exist after all
         self.repaired = 0
 
     def observe(self, event: Event) -> None:
         """Take one new event off the stream."""
-        if event.event != ACTION_FAILED or event.resource.id not in self._automations:
+        if event.resource.id not in self._automations:
             return
-        for related in event.related:
-            if related.get("prefect.resource.role") == "triggering-event":
-                kickoff_id = UUID(related.id.removeprefix("prefect.event."))
-                reason = str(event.payload.get("reason", "no reason given"))
-                self._failed.setdefault(kickoff_id, (reason, time.monotonic()))
+        kickoff_id = next(
+            (
+                UUID(related.id.removeprefix("prefect.event."))
+                for related in event.related
+                if related.get("prefect.resource.role") == "triggering-event"
+            ),
+            None,
+        )
+        if kickoff_id is None:
+            return
+        if event.event == AUTOMATION_TRIGGERED:
+            self._fired.setdefault(kickoff_id, (event.occurred, time.monotonic()))
+        elif event.event in ACTION_EVENTS:
+            self._fired.pop(kickoff_id, None)
+        if event.event == ACTION_FAILED:
+            reason = str(event.payload.get("reason", "no reason given"))
+            self._failed.setdefault(kickoff_id, (reason, time.monotonic()))
 
     async def repair(self) -> None:
-        """Create the run of every kickoff whose automation failed since the last call."""
+        """Create the run of every kickoff whose automation failed, or whose action was dropped."""
+        self._find_dropped()
         if not self._failed:
             return
         wanted = list(self._failed)[:50]  # the server's page; the rest on the next call
         page = await self._client.read_events(filter=EventFilter(id=EventIDFilter(id=wanted)), limit=50)
         for kickoff in page.events:
+            if kickoff.id in self._unsure and await self._has_run(kickoff):
+                self._failed.pop(kickoff.id)
+                self._unsure.discard(kickoff.id)
+                continue
+            self._unsure.discard(kickoff.id)
             flow_run = await self._client.create_flow_run_from_deployment(
                 self._deployment_id,
                 parameters=kickoff_parameters(kickoff),
@@ -82,9 +130,40 @@ class FailedKickoffs:
         for kickoff_id, (reason, seen) in list(self._failed.items()):
             if time.monotonic() - seen > GIVE_UP_SECONDS:
                 del self._failed[kickoff_id]
+                self._unsure.discard(kickoff_id)
                 self._logger.error(
                     "Prefect's Kickoff automation failed for kickoff %s (%s), and that kickoff is not "
                     "stored: no run can be started for it",
                     kickoff_id,
                     reason,
                 )
+
+    def _find_dropped(self) -> None:
+        """Kickoffs whose automation fired before the stream was lost, with no action since its return."""
+        connected = self._stream_connected_at()
+        for kickoff_id, (fired, seen) in list(self._fired.items()):
+            if connected and fired < connected and datetime.now(UTC) - connected > DROPPED_AFTER:
+                del self._fired[kickoff_id]
+                reason = "its action never ran: the Prefect server went away after the automation fired"
+                self._failed.setdefault(kickoff_id, (reason, time.monotonic()))
+                self._unsure.add(kickoff_id)
+            elif time.monotonic() - seen > GIVE_UP_SECONDS:
+                del self._fired[kickoff_id]  # no outage: its action events were just not seen
+
+    async def _has_run(self, kickoff: Event) -> bool:
+        """Whether the deployment has a run for `kickoff` (its action ran, its events were lost)."""
+        offset = 0
+        while True:
+            runs = await self._client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[self._deployment_id])),
+                flow_run_filter=FlowRunFilter(
+                    expected_start_time=FlowRunFilterExpectedStartTime(after_=kickoff.occurred)
+                ),
+                limit=RUNS_PAGE,
+                offset=offset,
+            )
+            if any(run.parameters.get("kickoff_event_id") == str(kickoff.id) for run in runs):
+                return True
+            if len(runs) < RUNS_PAGE:
+                return False
+            offset += RUNS_PAGE

@@ -39,7 +39,7 @@ from prefect_flows import engine_patches
 from prefect_flows.coroutine_runner import CoroutineRunner
 from prefect_flows.deployment import DEPLOYMENT_NAME, FlowSettings, kickoff_trigger
 from prefect_flows.flow import CLOCK_SKEW, as_utc, reconcile_file
-from prefect_flows.kickoff_repair import ACTION_FAILED, FailedKickoffs
+from prefect_flows.kickoff_repair import KICKOFF_AUTOMATION_EVENTS, FailedKickoffs
 from prefect_flows.recovery import HEARTBEAT_SECONDS, install_recovery
 from prefect_flows.serving_lease import RENEW_SECONDS, LeaseLost, ServingLease
 from prefect_flows.stage_stream import READ_ERRORS, SHARED_STREAM, StageEventStream
@@ -181,7 +181,11 @@ class CoroutineServing:
             logger=logger,
         )
         failed_kickoffs = FailedKickoffs(
-            client, deployment_id, await kickoff_automations(client, deployment_id), logger
+            client,
+            deployment_id,
+            await kickoff_automations(client, deployment_id),
+            logger,
+            stream_connected_at=lambda: stream.connected_at,
         )
         runner: CoroutineRunner | None = None
 
@@ -191,7 +195,7 @@ class CoroutineServing:
 
         stream = StageEventStream(
             since=datetime.now(UTC) - CLOCK_SKEW,
-            event_names=[*STAGE_EVENTS, "kickoff", ACTION_FAILED],
+            event_names=[*STAGE_EVENTS, "kickoff", *KICKOFF_AUTOMATION_EVENTS],
             on_event=observe,
             on_watch=lambda run_id: runner.started_watching(run_id) if runner else None,
             logger=logger,

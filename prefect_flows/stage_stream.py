@@ -193,6 +193,7 @@ class StageEventStream:
         self._read_lock = asyncio.Lock()
         self._read_now = asyncio.Event()
         self._failure: BaseException | None = None
+        self.connected_at: datetime | None = None  # when the subscription last (re)connected
         self._client: PrefectClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -342,6 +343,7 @@ class StageEventStream:
                 # not retry by itself either, or a drop would pass without a re-read.
                 subscriber = get_events_subscriber(filter=self._filter.model_copy(), reconnection_attempts=0)
                 async with subscriber:
+                    self.connected_at = datetime.now(UTC)
                     self._read_now.set()
                     delay = 0.5
                     async for event in subscriber:
@@ -349,6 +351,7 @@ class StageEventStream:
                 reason = "the server closed it"
             except STREAM_ERRORS as error:
                 reason = f"{type(error).__name__}: {error}"
+            self.connected_at = None
             self._logger.warning("Lost the event stream (%s); reconnecting in %.1f s", reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)

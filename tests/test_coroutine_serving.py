@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -290,39 +291,85 @@ def test_a_blob_and_a_summary_nobody_announced_are_reported_once_each_and_a_late
     assert not read_events(api, ["reconciliation.unannounced"], {"labels": {"file_name": [late.file_name]}})
 
 
+def runs_of(flow: FlowServer, file: File) -> int:
+    """How many runs the deployment has for `file`'s kickoff (two would follow one file twice)."""
+    body = {
+        "deployments": {"id": {"any_": [deployment_id(flow)]}},
+        "flow_runs": {"name": {"like_": file.file_name}},  # a run is named after its file once it starts
+    }
+    runs = request_retrying("POST", f"{flow.prefect.api_url}/flow_runs/filter", json=body).json()
+    return sum(run["parameters"].get("kickoff_event_id") == file.kickoff["id"] for run in runs)
+
+
+def automation_event(name: str, automation_id: str, file: File, **payload: Any) -> dict[str, Any]:
+    """An event of the Kickoff automation about `file`'s kickoff, shaped as Prefect's services make it
+    (prefect/server/events/actions.py and triggers.py)."""
+    return {
+        "id": str(uuid.uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": name,
+        "resource": {
+            "prefect.resource.id": f"prefect.automation.{automation_id}",
+            "prefect.resource.name": "Kickoff",
+        },
+        "related": [
+            {
+                "prefect.resource.id": f"prefect.event.{file.kickoff['id']}",
+                "prefect.resource.role": "triggering-event",
+            }
+        ],
+        "payload": payload,
+    }
+
+
 def test_a_kickoff_whose_run_prefect_failed_to_create_gets_its_run_from_serve_py(serving):
     """Prefect's automations do not retry a run-deployment action the API refused (503 under load):
-    the failure event Prefect then emits, shaped as prefect/server/events/actions.py makes it."""
+    the failure event Prefect then emits."""
     api = serving.prefect.api_url
     file = File("matched", 42)
     with kickoff_trigger_off(serving) as kickoff_automation:
         post(api, [file.kickoff])
-        failure = {
-            "id": str(uuid.uuid4()),
-            "occurred": file.kickoff["occurred"],
-            "event": "prefect.automation.action.failed",
-            "resource": {
-                "prefect.resource.id": f"prefect.automation.{kickoff_automation}",
-                "prefect.resource.name": "Kickoff",
-            },
-            "related": [
-                {
-                    "prefect.resource.id": f"prefect.event.{file.kickoff['id']}",
-                    "prefect.resource.role": "triggering-event",
-                }
-            ],
-            "payload": {
-                "action_index": 0,
-                "action_type": "run-deployment",
-                "reason": "Unexpected status from 'run-deployment' action: 503",
-            },
-        }
+        failure = automation_event(
+            "prefect.automation.action.failed",
+            kickoff_automation,
+            file,
+            action_index=0,
+            action_type="run-deployment",
+            reason="Unexpected status from 'run-deployment' action: 503",
+        )
         post(api, [failure, failure])  # seen twice (a restart re-reads it): still one run
         run = wait_for_run(api, deployment_id(serving), file.kickoff["id"], {"RUNNING"}, timeout=60)
     post(api, file.stage_events())
     assert wrong_outcomes(serving, [file], timeout=60) == []
     assert run["name"].startswith(file.file_name)
-    assert sum(kickoff == file.kickoff["id"] for kickoff in runs_by_kickoff(api, deployment_id(serving))) == 1
+    assert runs_of(serving, file) == 1
+
+
+def test_a_kickoff_whose_action_a_prefect_restart_dropped_gets_its_run_from_serve_py(serving):
+    """The SQLite server keeps fired actions in memory: a restart between the automation firing and
+    its action drops the action (seen in the soak). Here the automation is off and its firing posted;
+    the restart is real."""
+    api = serving.prefect.api_url
+    dropped, acted = File("matched", 43), File("matched", 44)
+    with kickoff_trigger_off(serving) as kickoff_automation:
+        post(api, [dropped.kickoff, acted.kickoff])
+        posted_at = datetime.now(UTC)
+        fired = [
+            automation_event("prefect.automation.triggered", kickoff_automation, file)
+            for file in (dropped, acted)
+        ]
+        # `acted`'s action ran (its run exists; its action event is all that reached the server).
+        create_runs_as_the_trigger_would(serving, [acted])
+        executed = automation_event("prefect.automation.action.executed", kickoff_automation, acted)
+        post(api, [*fired, executed])
+        names = ["prefect.automation.triggered", "prefect.automation.action.executed"]
+        wait_for_events(api, 3, names, since=posted_at, timeout=30)
+        serving.prefect.restart()
+        run = wait_for_run(api, deployment_id(serving), dropped.kickoff["id"], {"RUNNING"}, timeout=180)
+    post(api, dropped.stage_events() + acted.stage_events())
+    assert wrong_outcomes(serving, [dropped, acted], timeout=60) == []
+    assert run["name"].startswith(dropped.file_name)
+    assert (runs_of(serving, dropped), runs_of(serving, acted)) == (1, 1)
 
 
 def test_a_second_serve_py_waits_for_the_first_to_stop_then_follows_its_files(serving, service_logs):
