@@ -66,14 +66,14 @@ class FailedKickoffs:
         deployment_id: UUID,
         automation_ids: set[UUID],
         logger: logging.Logger,
-        stream_connected_at: Callable[[], datetime | None],
+        stream_reconnected_at: Callable[[], datetime | None],
     ) -> None:
-        """`stream_connected_at`: when the event stream last (re)connected, if it is connected."""
+        """`stream_reconnected_at`: when the event stream last came back after a loss (an outage)."""
         self._client = client
         self._deployment_id = deployment_id
         self._automations = {f"prefect.automation.{automation_id}" for automation_id in automation_ids}
         self._logger = logger
-        self._stream_connected_at = stream_connected_at
+        self._stream_reconnected_at = stream_reconnected_at
         self._failed: dict[UUID, tuple[str, float]] = {}  # kickoff id -> Prefect's reason, when seen
         self._fired: dict[UUID, tuple[datetime, float]] = {}  # no action seen yet: when fired, when seen
         self._unsure: set[UUID] = set()  # in _failed without a failure: a run may exist after all
@@ -140,9 +140,9 @@ class FailedKickoffs:
 
     def _find_dropped(self) -> None:
         """Kickoffs whose automation fired before the stream was lost, with no action since its return."""
-        connected = self._stream_connected_at()
+        back = self._stream_reconnected_at()
         for kickoff_id, (fired, seen) in list(self._fired.items()):
-            if connected and fired < connected and datetime.now(UTC) - connected > DROPPED_AFTER:
+            if back and fired < back and datetime.now(UTC) - back > DROPPED_AFTER:
                 del self._fired[kickoff_id]
                 reason = "its action never ran: the Prefect server went away after the automation fired"
                 self._failed.setdefault(kickoff_id, (reason, time.monotonic()))

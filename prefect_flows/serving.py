@@ -185,7 +185,7 @@ class CoroutineServing:
             deployment_id,
             await kickoff_automations(client, deployment_id),
             logger,
-            stream_connected_at=lambda: stream.connected_at,
+            stream_reconnected_at=lambda: stream.reconnected_at,
         )
         runner: CoroutineRunner | None = None
 

@@ -193,7 +193,7 @@ class StageEventStream:
         self._read_lock = asyncio.Lock()
         self._read_now = asyncio.Event()
         self._failure: BaseException | None = None
-        self.connected_at: datetime | None = None  # when the subscription last (re)connected
+        self.reconnected_at: datetime | None = None  # when the subscription last came back after a loss
         self._client: PrefectClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -337,13 +337,15 @@ class StageEventStream:
 
     async def _follow_stream(self) -> None:
         delay = 0.5
+        lost = False
         while True:
             try:
                 # The SDK rewrites the filter's `occurred` on connect: give it a copy. It must
                 # not retry by itself either, or a drop would pass without a re-read.
                 subscriber = get_events_subscriber(filter=self._filter.model_copy(), reconnection_attempts=0)
                 async with subscriber:
-                    self.connected_at = datetime.now(UTC)
+                    if lost:
+                        self.reconnected_at = datetime.now(UTC)
                     self._read_now.set()
                     delay = 0.5
                     async for event in subscriber:
@@ -351,7 +353,7 @@ class StageEventStream:
                 reason = "the server closed it"
             except STREAM_ERRORS as error:
                 reason = f"{type(error).__name__}: {error}"
-            self.connected_at = None
+            lost = True
             self._logger.warning("Lost the event stream (%s); reconnecting in %.1f s", reason, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
