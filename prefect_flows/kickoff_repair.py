@@ -74,9 +74,10 @@ class FailedKickoffs:
         self._automations = {f"prefect.automation.{automation_id}" for automation_id in automation_ids}
         self._logger = logger
         self._stream_reconnected_at = stream_reconnected_at
-        self._failed: dict[UUID, tuple[str, float]] = {}  # kickoff id -> Prefect's reason, when seen
+        # kickoff id -> why it has no run, when seen, and whether a run may exist after all (no
+        # failure was seen, only silence)
+        self._failed: dict[UUID, tuple[str, float, bool]] = {}
         self._fired: dict[UUID, tuple[datetime, float]] = {}  # no action seen yet: when fired, when seen
-        self._unsure: set[UUID] = set()  # in _failed without a failure: a run may exist after all
         self.repaired = 0
 
     def observe(self, event: Event) -> None:
@@ -99,7 +100,7 @@ class FailedKickoffs:
             self._fired.pop(kickoff_id, None)
         if event.event == ACTION_FAILED:
             reason = str(event.payload.get("reason", "no reason given"))
-            self._failed.setdefault(kickoff_id, (reason, time.monotonic()))
+            self._failed.setdefault(kickoff_id, (reason, time.monotonic(), False))
 
     async def repair(self) -> None:
         """Create the run of every kickoff whose automation failed, or whose action was dropped."""
@@ -109,17 +110,16 @@ class FailedKickoffs:
         wanted = list(self._failed)[:50]  # the server's page; the rest on the next call
         page = await self._client.read_events(filter=EventFilter(id=EventIDFilter(id=wanted)), limit=50)
         for kickoff in page.events:
-            if kickoff.id in self._unsure and await self._has_run(kickoff):
-                self._failed.pop(kickoff.id)
-                self._unsure.discard(kickoff.id)
+            reason, _, may_have_run = self._failed[kickoff.id]
+            if may_have_run and await self._has_run(kickoff):
+                del self._failed[kickoff.id]
                 continue
-            self._unsure.discard(kickoff.id)
             flow_run = await self._client.create_flow_run_from_deployment(
                 self._deployment_id,
                 parameters=kickoff_parameters(kickoff),
                 idempotency_key=f"kickoff-{kickoff.id}",
             )
-            reason, _ = self._failed.pop(kickoff.id)  # a kickoff not stored yet stays for the next call
+            del self._failed[kickoff.id]  # a kickoff not stored yet stays for the next call
             self.repaired += 1
             self._logger.warning(
                 "Prefect's Kickoff automation failed to start a run for kickoff %s (%s): started %s",
@@ -127,10 +127,9 @@ class FailedKickoffs:
                 reason,
                 flow_run.name,
             )
-        for kickoff_id, (reason, seen) in list(self._failed.items()):
+        for kickoff_id, (reason, seen, _) in list(self._failed.items()):
             if time.monotonic() - seen > GIVE_UP_SECONDS:
                 del self._failed[kickoff_id]
-                self._unsure.discard(kickoff_id)
                 self._logger.error(
                     "Prefect's Kickoff automation failed for kickoff %s (%s), and that kickoff is not "
                     "stored: no run can be started for it",
@@ -145,8 +144,7 @@ class FailedKickoffs:
             if back and fired < back and datetime.now(UTC) - back > DROPPED_AFTER:
                 del self._fired[kickoff_id]
                 reason = "its action never ran: the Prefect server went away after the automation fired"
-                self._failed.setdefault(kickoff_id, (reason, time.monotonic()))
-                self._unsure.add(kickoff_id)
+                self._failed.setdefault(kickoff_id, (reason, time.monotonic(), True))
             elif time.monotonic() - seen > GIVE_UP_SECONDS:
                 del self._fired[kickoff_id]  # no outage: its action events were just not seen
 
