@@ -19,8 +19,23 @@ from devstack.supervision.processes import ManagedProcess, ServiceError
 from prefect_flows.deployment import DEPLOYMENT_NAME, FLOW_NAME
 
 
+class ServesTheFlow:
+    """A way of serving the flow to `prefect` (serve.py, a work pool): the deployment it registers."""
+
+    prefect: PrefectServer
+
+    def deployment(self) -> dict[str, Any] | None:
+        return read_deployment(self.prefect.api_url, FLOW_NAME, DEPLOYMENT_NAME)
+
+    def deployment_id(self) -> str:
+        """The deployment's id; ServiceError if it is not (or no longer) registered."""
+        if deployment := self.deployment():
+            return str(deployment["id"])
+        raise ServiceError(f"{FLOW_NAME}/{DEPLOYMENT_NAME} is not deployed to {self.prefect.api_url}")
+
+
 @dataclass
-class FlowServer:
+class FlowServer(ServesTheFlow):
     """serve.py serving the deployment (and its Kickoff trigger) to one Prefect server.
 
     Args:
@@ -48,15 +63,6 @@ class FlowServer:
         if wait:
             self.process.wait_healthy(lambda: self._polled_since(started), timeout)
         return self
-
-    def deployment(self) -> dict[str, Any] | None:
-        return read_deployment(self.prefect.api_url, FLOW_NAME, DEPLOYMENT_NAME)
-
-    def deployment_id(self) -> str:
-        """The deployment's id; ServiceError if it is not (or no longer) registered."""
-        if deployment := self.deployment():
-            return str(deployment["id"])
-        raise ServiceError(f"{FLOW_NAME}/{DEPLOYMENT_NAME} is not deployed to {self.prefect.api_url}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop serve.py: SIGTERM as a deploy or systemd does; SIGKILL as a crash."""

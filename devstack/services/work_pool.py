@@ -8,19 +8,17 @@ import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from configuration import REPO_ROOT
-from devstack.prefect_queries.flow_runs import read_deployment
+from devstack.services.flow_server import ServesTheFlow
 from devstack.services.prefect_server import PrefectServer, prefect_cli
 from devstack.supervision.processes import ManagedProcess, ServiceError
-from prefect_flows.deployment import DEPLOYMENT_NAME, FLOW_NAME
 
 
 @dataclass
-class WorkPool:
+class WorkPool(ServesTheFlow):
     """A process work pool on `prefect`, the flow deployed to it, and `workers` workers taking its runs.
 
     Args:
@@ -61,15 +59,6 @@ class WorkPool:
             self.processes.append(process.start())
             process.wait_healthy(partial(self._online, worker), timeout)
         return self
-
-    def deployment(self) -> dict[str, Any] | None:
-        return read_deployment(self.prefect.api_url, FLOW_NAME, DEPLOYMENT_NAME)
-
-    def deployment_id(self) -> str:
-        """The deployment's id; ServiceError if it is not (or no longer) registered."""
-        if deployment := self.deployment():
-            return str(deployment["id"])
-        raise ServiceError(f"{FLOW_NAME}/{DEPLOYMENT_NAME} is not deployed to {self.prefect.api_url}")
 
     def stop(self) -> None:
         for process in self.processes:
