@@ -42,6 +42,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -278,26 +279,25 @@ class FlowBench:
         return runs_by_kickoff(self.api, self.deployment_id)
 
     def wait_waiting(self, label: str, count: int, timeout: float) -> float:
-        """Seconds until `count` runs of `label` wait at once; progress every 30 s."""
+        """Seconds until `count` runs of `label` wait at once."""
+        return self._wait_for(self.waiting, "wait on their stages", label, count, timeout)
+
+    def wait_finished(self, label: str, count: int, timeout: float) -> float:
+        return self._wait_for(self.finished, "finished", label, count, timeout)
+
+    def _wait_for(
+        self, counted: Callable[[str], int], being: str, label: str, count: int, timeout: float
+    ) -> float:
+        """Seconds until `counted(label)` reaches `count`; progress every 30 s."""
         started = last_said = time.monotonic()
-        while (now := self.waiting(label)) < count:
+        while (now := counted(label)) < count:
             if time.monotonic() - started > timeout:
-                raise ServiceError(f"after {timeout:g} s only {now} of {count} {label} runs wait")
+                raise ServiceError(f"after {timeout:g} s only {now} of {count} {label} runs {being}")
             if time.monotonic() - last_said > 30:
-                progress(f"{now} of {count} {label} runs wait on their stages")
+                progress(f"{now} of {count} {label} runs {being}")
                 last_said = time.monotonic()
             time.sleep(2)
         return time.monotonic() - started
-
-    def wait_finished(self, label: str, count: int, timeout: float) -> None:
-        started = last_said = time.monotonic()
-        while (now := self.finished(label)) < count:
-            if time.monotonic() - started > timeout:
-                raise ServiceError(f"after {timeout:g} s only {now} of {count} {label} runs finished")
-            if time.monotonic() - last_said > 30:
-                progress(f"{now} of {count} {label} runs finished")
-                last_said = time.monotonic()
-            time.sleep(2)
 
     def serving_pids(self) -> tuple[int, list[int]]:
         """The serving process and the processes it started (one per run under Prefect's runner)."""

@@ -116,15 +116,20 @@ def http_post(port: int, path: str, body: bytes, key: str) -> bytes:
     return head.encode() + body
 
 
-def wait_for_stored(api_url: str, expected: int, since: datetime, patience: float = 60) -> tuple[int, float]:
-    """Wait until `expected` Summary events since `since` are stored, or no progress for `patience` s."""
+def wait_for_stored(api_url: str, expected: int, since: datetime, patience: float = 60) -> dict[str, float]:
+    """Wait until `expected` Summary events since `since` are stored, or no progress for `patience` s;
+    how many were stored, lost, and how long it took."""
     started, last_change, stored = time.monotonic(), time.monotonic(), -1
     while True:
         count = count_events(api_url, ["Summary"], {"id": ["prefect.webhook.summary"]}, since)
         if count != stored:
             stored, last_change = count, time.monotonic()
         if stored >= expected or time.monotonic() - last_change > patience:
-            return stored, time.monotonic() - started
+            return {
+                "events_stored": stored,
+                "events_lost": expected - stored,
+                "seconds_until_stored": round(time.monotonic() - started, 1),
+            }
         time.sleep(0.5)
 
 
@@ -221,14 +226,8 @@ def main() -> None:
             ).events
             requests.append(http_post(api_port, api_path, json.dumps([event]).encode(), key))
         load = run_load(api_port, requests, args.concurrency)
-        stored, waited = wait_for_stored(server.api_url, args.requests, since)
-        results["direct"] = load.report(
-            "prefect-direct",
-            args.concurrency,
-            events_stored=stored,
-            events_lost=args.requests - stored,
-            seconds_until_stored=round(waited, 1),
-        )
+        stored = wait_for_stored(server.api_url, args.requests, since)
+        results["direct"] = load.report("prefect-direct", args.concurrency, **stored)
         emit(results["direct"])
 
         print("# through the gateway", file=sys.stderr)
@@ -240,14 +239,9 @@ def main() -> None:
         print(
             f"# waiting for the gateway to drain {gateway.health()['queued']} queued events", file=sys.stderr
         )
-        stored, waited = wait_for_stored(server.api_url, args.requests, since)
+        stored = wait_for_stored(server.api_url, args.requests, since)
         results["gateway"] = load.report(
-            "gateway",
-            args.concurrency,
-            events_stored=stored,
-            events_lost=args.requests - stored,
-            seconds_until_stored=round(waited, 1),
-            gateway_peak_rss_mib=peak_rss_mib(gateway_pid),
+            "gateway", args.concurrency, **stored, gateway_peak_rss_mib=peak_rss_mib(gateway_pid)
         )
         emit(results["gateway"])
 
